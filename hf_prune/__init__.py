@@ -1,0 +1,40 @@
+"""hf_prune: post-training pruning as a first-class part of the Hugging Face ecosystem.
+
+Quick use::
+
+    from hf_prune import AutoPrunedModelForCausalLM, MagnitudeConfig
+
+    model = AutoPrunedModelForCausalLM.from_pretrained("path/or/id", pruning_config=MagnitudeConfig(sparsity=0.5))
+    model.save_pretrained("out/")
+"""
+
+from hf_prune.config import CalibrationConfig, PruningConfig
+from hf_prune.integration.auto import (
+    AutoPrunedModel,
+    AutoPrunedModelForCausalLM,
+    AutoPrunedModelForImageClassification,
+    AutoPrunedModelForImageTextToText,
+    AutoPrunedModelForSequenceClassification,
+)
+from hf_prune.integration.pruned_model import PrunedModel
+from hf_prune.methods import CustomConfig, MagnitudeConfig
+from hf_prune.pipeline import prune
+from hf_prune.report import LayerReport, PruningReport
+from hf_prune.version import __version__
+
+__all__ = [
+    "AutoPrunedModel",
+    "AutoPrunedModelForCausalLM",
+    "AutoPrunedModelForImageClassification",
+    "AutoPrunedModelForImageTextToText",
+    "AutoPrunedModelForSequenceClassification",
+    "CalibrationConfig",
+    "CustomConfig",
+    "LayerReport",
+    "MagnitudeConfig",
+    "PrunedModel",
+    "PruningConfig",
+    "PruningReport",
+    "__version__",
+    "prune",
+]

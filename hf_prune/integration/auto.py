@@ -1,0 +1,96 @@
+"""``AutoPrunedModel*``: ``from_pretrained`` of the transformers auto class, then ``prune`` — or the
+exact reload of a checkpoint hf_prune saved."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import transformers
+
+from hf_prune.config import CalibrationConfig, PruningConfig
+from hf_prune.integration.checkpoint import load_pruned
+from hf_prune.integration.pruned_model import PrunedModel
+
+
+class AutoPrunedModel:
+    """Load a model and prune it, or reload a pruned checkpoint exactly.
+
+    Mirrors ``transformers.AutoModel``; subclasses mirror the task-specific auto classes.
+    """
+
+    _hf_auto_class: ClassVar[Any] = transformers.AutoModel
+
+    def __init__(self) -> None:
+        raise OSError(f"{type(self).__name__} is designed to be instantiated with from_pretrained().")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike[str],
+        *model_args: Any,
+        pruning_config: PruningConfig | None = None,
+        calibration: CalibrationConfig | None = None,
+        tokenizer: Any = None,
+        progress: bool = True,
+        **kwargs: Any,
+    ) -> PrunedModel:
+        """Load and prune, or reload.
+
+        Args:
+            pretrained_model_name_or_path: Hub id or local folder.
+            *model_args: Passed to the transformers auto class.
+            pruning_config: The method to apply. ``None`` reloads an hf_prune checkpoint exactly
+                (structure, report and config from its ``pruning_config.json``).
+            calibration: Calibration data for methods that need it.
+            tokenizer: Tokenizer for calibration text (loaded from the same path when ``None`` and needed).
+            progress: Show progress bars.
+            **kwargs: Passed to the transformers auto class (``dtype``, ``revision``, ``token`` ...).
+
+        Returns:
+            A :class:`PrunedModel`.
+        """
+        if pruning_config is None:
+            return load_pruned(
+                pretrained_model_name_or_path,
+                cls._hf_auto_class,
+                dtype=kwargs.get("dtype"),
+                revision=kwargs.get("revision"),
+                token=kwargs.get("token"),
+                cache_dir=kwargs.get("cache_dir"),
+            )
+        from hf_prune.integration.checkpoint import is_pruned_checkpoint
+        from hf_prune.pipeline import prune
+
+        if is_pruned_checkpoint(pretrained_model_name_or_path):
+            # Pruning an hf_prune checkpoint again: rebuild its structure first, then prune further.
+            base = load_pruned(pretrained_model_name_or_path, cls._hf_auto_class, dtype=kwargs.get("dtype"))
+        else:
+            base = cls._hf_auto_class.from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        if tokenizer is None and calibration is not None:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(pretrained_model_name_or_path)
+        return prune(base, pruning_config, calibration=calibration, tokenizer=tokenizer, progress=progress)
+
+
+class AutoPrunedModelForCausalLM(AutoPrunedModel):
+    """``AutoPrunedModel`` over ``transformers.AutoModelForCausalLM``."""
+
+    _hf_auto_class = transformers.AutoModelForCausalLM
+
+
+class AutoPrunedModelForSequenceClassification(AutoPrunedModel):
+    """``AutoPrunedModel`` over ``transformers.AutoModelForSequenceClassification``."""
+
+    _hf_auto_class = transformers.AutoModelForSequenceClassification
+
+
+class AutoPrunedModelForImageTextToText(AutoPrunedModel):
+    """``AutoPrunedModel`` over ``transformers.AutoModelForImageTextToText`` (LLaVA)."""
+
+    _hf_auto_class = transformers.AutoModelForImageTextToText
+
+
+class AutoPrunedModelForImageClassification(AutoPrunedModel):
+    """``AutoPrunedModel`` over ``transformers.AutoModelForImageClassification`` (ViT)."""
+
+    _hf_auto_class = transformers.AutoModelForImageClassification

@@ -1,0 +1,255 @@
+"""The checkpoint format (DESIGN §4): atomic save and exact, pickle-free reload of pruned structure."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from transformers import PreTrainedModel
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+from hf_prune.config import CONFIG_NAME, PruningConfig, read_json
+from hf_prune.integration.pruned_model import PrunedModel
+from hf_prune.report import PruningReport
+from hf_prune.surgery.masks import clean_state_dict
+from hf_prune.surgery.structure import (
+    apply_structure,
+    config_dict_for_save,
+    homogeneous_config_dict,
+    read_structure,
+)
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Move the finished ``tmp`` folder to ``target``, replacing an old folder without a gap in validity."""
+    if target.exists():
+        if not target.is_dir():
+            raise ValueError(f"save_directory {str(target)!r} exists and is not a folder.")
+        backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, backup)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(backup, target)  # put the old checkpoint back
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def save_pruned(
+    pruned: PrunedModel,
+    save_directory: str | os.PathLike[str],
+    *,
+    tokenizer: Any = None,
+    max_shard_size: str | int = "5GB",
+    card: bool = True,
+) -> Path:
+    """Write ``pruned`` as a checkpoint folder, atomically.
+
+    Args:
+        pruned: The pruned model.
+        save_directory: Destination folder.
+        tokenizer: Tokenizer / processor saved alongside, if given.
+        max_shard_size: Shard size passed to transformers.
+        card: Render ``README.md``.
+
+    Returns:
+        The destination folder.
+    """
+    target = Path(save_directory).expanduser().resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        model = pruned.base_model
+        config_data = config_dict_for_save(model)
+        state = clean_state_dict(model)
+        # save_original_format=False keeps the in-memory key names (e.g. LLaVA's), which both our
+        # loader and transformers' read; reverting them would force us to re-apply conversions.
+        model.save_pretrained(
+            tmp, state_dict=state, max_shard_size=max_shard_size, save_original_format=False
+        )
+        (tmp / "config.json").write_text(json.dumps(config_data, indent=2, sort_keys=True) + "\n")
+        record = pruned.pruning_config.to_dict() if pruned.pruning_config else {"method": "custom"}
+        pruned.refresh()
+        record.update(
+            {
+                "structure": read_structure(model),
+                "report": pruned.report.to_dict(),
+                "calibration": pruned.calibration,
+                "base_model": pruned.base_model_name or None,
+            }
+        )
+        (tmp / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if card:
+            from hf_prune.integration.card import render_card
+
+            render_card(pruned, record).save(tmp / "README.md")
+        _swap_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _load_state(folder: Path) -> dict[str, torch.Tensor]:
+    """Read the (possibly sharded) safetensors weights; never unpickles anything."""
+    index = folder / SAFE_WEIGHTS_INDEX_NAME
+    files: list[Path]
+    if index.is_file():
+        weight_map = read_json(index, what="safetensors index").get("weight_map", {})
+        files = [folder / f for f in sorted(set(weight_map.values()))]
+    elif (folder / SAFE_WEIGHTS_NAME).is_file():
+        files = [folder / SAFE_WEIGHTS_NAME]
+    else:
+        raise FileNotFoundError(
+            f"No {SAFE_WEIGHTS_NAME} (or sharded index) in {str(folder)!r}; hf_prune only reads safetensors."
+        )
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            state.update(load_file(str(f)))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"Weights file {str(f)!r} is corrupted or unreadable: {err}") from None
+    return state
+
+
+def _resolve_folder(pretrained: str | os.PathLike[str], **hub: Any) -> Path:
+    local = Path(pretrained).expanduser()
+    if local.is_dir():
+        return local
+    if str(pretrained).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"Checkpoint folder {str(pretrained)!r} does not exist.")
+    from huggingface_hub import snapshot_download
+
+    return Path(
+        snapshot_download(
+            str(pretrained),
+            allow_patterns=["*.json", "*.safetensors", "*.md", "*.txt", "*.model", "*.jinja"],
+            **{k: v for k, v in hub.items() if v is not None},
+        )
+    )
+
+
+def is_pruned_checkpoint(pretrained: str | os.PathLike[str]) -> bool:
+    """Whether a local folder holds an hf_prune checkpoint (has ``pruning_config.json``).
+
+    Args:
+        pretrained: A path (Hub ids return ``False``; they are resolved at load time).
+    """
+    return (Path(pretrained).expanduser() / CONFIG_NAME).is_file()
+
+
+def load_pruned(
+    pretrained: str | os.PathLike[str],
+    model_class: Any,
+    *,
+    dtype: torch.dtype | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | None = None,
+) -> PrunedModel:
+    """Rebuild a pruned checkpoint exactly: homogeneous skeleton, reshape per layer, load weights.
+
+    Args:
+        pretrained: Local folder or Hub repo id of an hf_prune checkpoint.
+        model_class: A transformers auto class (``AutoModelForCausalLM``) or model class with
+            ``from_config``.
+        dtype: Cast the loaded weights to this dtype.
+        revision: Hub revision.
+        token: Hub token.
+        cache_dir: Hub cache folder.
+
+    Raises:
+        FileNotFoundError: If the folder or its files are missing.
+        ValueError: If ``pruning_config.json`` / ``config.json`` are corrupted, or the weights do not
+            match the declared structure (the message lists the mismatching tensors).
+    """
+    from accelerate import init_empty_weights
+
+    folder = _resolve_folder(pretrained, revision=revision, token=token, cache_dir=cache_dir)
+    pc_path = folder / CONFIG_NAME
+    if not pc_path.is_file():
+        raise FileNotFoundError(
+            f"No {CONFIG_NAME} in {str(folder)!r}: not an hf_prune checkpoint. To prune a plain model pass "
+            "pruning_config=...; to load it unpruned use transformers directly."
+        )
+    record = read_json(pc_path, what="pruning config")
+    structure = record.get("structure")
+    if not isinstance(structure, dict) or not structure:
+        raise ValueError(f"{str(pc_path)!r} has no valid 'structure' record; the file is corrupted or foreign.")
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"No config.json in {str(folder)!r}.")
+    config_data = read_json(folder / "config.json", what="model config")
+    homogeneous, overrides = homogeneous_config_dict(config_data)
+    model_type = homogeneous.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(f"config.json has unknown model_type {model_type!r}.")
+    config = CONFIG_MAPPING[model_type].from_dict(homogeneous)
+    with init_empty_weights():
+        model: PreTrainedModel = model_class.from_config(config)
+    try:
+        apply_structure(model, structure)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{str(pc_path)!r}: structure does not fit config.json: {err}") from None
+    _check_overrides(model, overrides)
+    state = _load_state(folder)
+    expected = model.state_dict()
+    mismatched = [
+        f"{k}: file {tuple(v.shape)} vs structure {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    unexpected = sorted(set(state) - set(expected))
+    if mismatched or unexpected:
+        detail = "; ".join(mismatched[:10] + [f"unexpected {k}" for k in unexpected[:10]])
+        raise ValueError(
+            f"The weights in {str(folder)!r} do not match the structure declared in {CONFIG_NAME} / "
+            f"config.json ({len(mismatched)} shape mismatches, {len(unexpected)} unexpected tensors): {detail}"
+        )
+    model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    missing = [n for n, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
+    if missing:
+        raise ValueError(f"The weights in {str(folder)!r} lack {len(missing)} tensors, e.g. {missing[:5]}.")
+    if dtype is not None:
+        model = model.to(dtype)
+    model.eval()
+    pruning_config = PruningConfig.from_dict(record) if record.get("method") != "custom" else None
+    report = PruningReport.from_dict(record.get("report") or {"method": record.get("method", "custom")})
+    out = PrunedModel(model, pruning_config, report=report, calibration=record.get("calibration"))
+    out.base_model_name = record.get("base_model") or ""
+    return out
+
+
+def _check_overrides(model: PreTrainedModel, overrides: dict[str, Any]) -> None:
+    """Cross-check ``per_layer_config`` in config.json against the structure record just applied."""
+    if not overrides:
+        return
+    from hf_prune.arch import get_arch
+    from hf_prune.surgery.structure import config_updates
+
+    plan = config_updates(model)
+    arch = get_arch(model)
+    for path, per_layer in overrides.items():
+        want = {int(k): v for k, v in per_layer.items()}
+        have = plan.get(path, {}).get("per_layer", {})
+        if want != have:
+            names = [s.name for s in arch.stacks if s.config_path == path]
+            raise ValueError(
+                f"config.json per_layer_config for {names or path!r} disagrees with the structure in "
+                f"{CONFIG_NAME}: config.json says {want}, structure implies {have}."
+            )

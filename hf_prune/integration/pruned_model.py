@@ -1,0 +1,282 @@
+"""``PrunedModel``: a ``PreTrainedModel`` plus what was done to it, saveable as a normal checkpoint."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from hf_prune.arch import StackSpec, get_arch, get_layers, head_geometry, param_count
+from hf_prune.config import PruningConfig
+from hf_prune.report import LayerReport, PruningReport
+from hf_prune.surgery import masks as mask_ops
+from hf_prune.surgery.depth import remove_layers as _remove_layers
+from hf_prune.surgery.structure import sync_config
+from hf_prune.surgery.width import shrink_heads, shrink_mlp
+
+
+def count_nonzero(model: nn.Module) -> int:
+    """Count non-zero parameter entries; a masked weight is counted as the mask leaves it.
+
+    Args:
+        model: Any module.
+    """
+    total = 0
+    suffix = ".parametrizations.weight.original"
+    for name, p in model.named_parameters():  # shared (tied) tensors are listed once
+        if name.endswith(suffix):
+            owner = model.get_submodule(name[: -len(suffix)])
+            total += int(torch.count_nonzero(owner.weight.detach()))
+        else:
+            total += int(torch.count_nonzero(p.detach()))
+    return total
+
+
+class PrunedModel(nn.Module):
+    """A pruned ``PreTrainedModel`` (``base_model``) with its config, report and reversible masks.
+
+    Calls, ``generate`` and unknown attributes are forwarded to ``base_model``, so a ``PrunedModel`` can
+    be used wherever the model was. ``save_pretrained`` writes a normal, smaller checkpoint plus
+    ``pruning_config.json`` and a model card; ``finalize()`` returns the plain model.
+
+    Args:
+        base_model: The model being pruned.
+        pruning_config: The method's config.
+        report: The report (a fresh one is made when ``None``).
+        calibration: Description of the calibration data used, for the card.
+    """
+
+    def __init__(
+        self,
+        base_model: PreTrainedModel,
+        pruning_config: PruningConfig | None = None,
+        report: PruningReport | None = None,
+        calibration: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(base_model, PreTrainedModel):
+            raise TypeError(f"base_model must be a transformers PreTrainedModel, got {type(base_model).__name__}.")
+        get_arch(base_model)  # fail early for unsupported architectures
+        self.base_model = base_model
+        self.pruning_config = pruning_config
+        self.calibration = calibration
+        self.base_model_name = str(getattr(base_model.config, "_name_or_path", "") or "")
+        self.report = report or PruningReport(
+            method=pruning_config.method if pruning_config else "custom",
+            params_before=param_count(base_model),
+            nonzero_before=count_nonzero(base_model),
+        )
+        # Original block numbering per stack, so reports name removed blocks as the base model did.
+        self._origin: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------------------------------ forwarding
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the wrapped model.
+
+        Args:
+            *args: Positional arguments of the wrapped model.
+            **kwargs: Keyword arguments of the wrapped model.
+        """
+        return self.base_model(*args, **kwargs)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """Call ``base_model.generate``.
+
+        Args:
+            *args: Positional arguments of ``generate``.
+            **kwargs: Keyword arguments of ``generate``.
+        """
+        return self.base_model.generate(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_model":
+                raise
+            return getattr(self.base_model, name)
+
+    @property
+    def config(self) -> Any:
+        """The wrapped model's config (kept in sync with uniform structural changes)."""
+        return self.base_model.config
+
+    # -------------------------------------------------------------------------------------- surgery
+    def _stack(self, stack: str | None) -> StackSpec:
+        arch = get_arch(self.base_model)
+        if stack is None:
+            # The last stack is the text / main one (LLaVA: language_model after the vision tower).
+            return arch.stacks[-1]
+        return arch.stack(stack)
+
+    def _origins(self, spec: StackSpec) -> list[int]:
+        n = len(get_layers(self.base_model, spec))
+        return self._origin.setdefault(spec.name, list(range(n)))
+
+    def remove_layers(self, indices: Sequence[int], stack: str | None = None) -> list[int]:
+        """Remove blocks at current positions ``indices`` and record their original numbers.
+
+        Args:
+            indices: Block positions to remove.
+            stack: Stack name (default: the main decoder/encoder stack).
+
+        Returns:
+            The removed blocks' original indices.
+        """
+        spec = self._stack(stack)
+        origin = self._origins(spec)
+        removed = _remove_layers(self.base_model, spec, indices)
+        orig = [origin[i] for i in removed]
+        self._origin[spec.name] = [o for i, o in enumerate(origin) if i not in set(removed)]
+        self.report.removed_layers.setdefault(spec.name, [])
+        self.report.removed_layers[spec.name] = sorted(self.report.removed_layers[spec.name] + orig)
+        self.refresh()
+        return orig
+
+    def prune_neurons(self, layer: int, keep: Sequence[int], stack: str | None = None) -> None:
+        """Keep only MLP neurons ``keep`` of block ``layer``.
+
+        Args:
+            layer: Current block position.
+            keep: Neuron indices to keep.
+            stack: Stack name (default: the main stack).
+        """
+        spec = self._stack(stack)
+        origin = self._origins(spec)
+        block = get_layers(self.base_model, spec)[layer]
+        before = param_count(block)
+        shrink_mlp(self.base_model, spec, layer, keep)
+        self.report.layers.append(
+            LayerReport(
+                name=f"{spec.name}.{origin[layer]}.mlp",
+                kind="mlp",
+                params_before=before,
+                params_after=param_count(block),
+                kept_units={"neurons": len(keep)},
+                stack=spec.name,
+                block=origin[layer],
+            )
+        )
+        self.refresh()
+
+    def prune_heads(self, layer: int, keep_heads: Sequence[int], stack: str | None = None) -> None:
+        """Keep only query heads ``keep_heads`` of block ``layer`` (GQA-aware, see ``shrink_heads``).
+
+        Args:
+            layer: Current block position.
+            keep_heads: Query-head indices to keep.
+            stack: Stack name (default: the main stack).
+        """
+        spec = self._stack(stack)
+        origin = self._origins(spec)
+        block = get_layers(self.base_model, spec)[layer]
+        before = param_count(block)
+        shrink_heads(self.base_model, spec, layer, keep_heads)
+        geo = head_geometry(self.base_model, spec, layer)
+        self.report.layers.append(
+            LayerReport(
+                name=f"{spec.name}.{origin[layer]}.attention",
+                kind="attention",
+                params_before=before,
+                params_after=param_count(block),
+                kept_units={"heads": sorted(int(h) for h in keep_heads), "kv_heads": geo.num_kv_heads},
+                stack=spec.name,
+                block=origin[layer],
+            )
+        )
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-sync the config with the modules and recompute the report's totals."""
+        sync_config(self.base_model)
+        self.report.params_after = param_count(self.base_model)
+        self.report.nonzero_after = count_nonzero(self.base_model)
+
+    # --------------------------------------------------------------------------------- life cycle
+    def undo_masks(self) -> int:
+        """Remove every unstructured mask and restore the dense weights; return how many were removed."""
+        mods = mask_ops.masked_modules(self.base_model)
+        for _, m in mods:
+            mask_ops.remove_mask(m, make_physical=False)
+        self.refresh()
+        return len(mods)
+
+    def finalize(self) -> PreTrainedModel:
+        """Make every change physical (bake masks into the weights) and return the plain model."""
+        mask_ops.make_masks_physical(self.base_model)
+        sync_config(self.base_model)
+        return self.base_model
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        tokenizer: Any = None,
+        max_shard_size: str | int = "5GB",
+        card: bool = True,
+    ) -> Path:
+        """Write the checkpoint atomically (DESIGN §4).
+
+        ``config.json`` (uniform changes applied, ``per_layer_config`` for the rest), ``model.safetensors``
+        (sharded when large), ``pruning_config.json`` (config + structure + report) and ``README.md``.
+        The folder is first written next to its destination and renamed into place, so a failure
+        leaves the old folder (or nothing), never a half checkpoint.
+
+        Args:
+            save_directory: Destination folder.
+            tokenizer: Saved alongside when given (also the processor of multimodal models).
+            max_shard_size: Shard size passed to transformers.
+            card: Write the model card.
+
+        Returns:
+            The folder path.
+        """
+        from hf_prune.integration.checkpoint import save_pruned
+
+        return save_pruned(self, save_directory, tokenizer=tokenizer, max_shard_size=max_shard_size, card=card)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        tokenizer: Any = None,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        commit_message: str = "Upload pruned model (hf_prune)",
+    ) -> Any:
+        """Save to a temporary folder with hf_prune's card and upload it with ``HfApi.upload_folder``.
+
+        transformers' own ``push_to_hub`` would overwrite ``README.md`` with a default card, so hf_prune
+        owns this path.
+
+        Args:
+            repo_id: Target repo (created if missing).
+            tokenizer: Uploaded alongside when given.
+            private: Create the repo private.
+            token: Hub token.
+            revision: Branch to commit to.
+            commit_message: Commit message.
+
+        Returns:
+            The ``huggingface_hub`` commit info.
+        """
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "model", tokenizer=tokenizer)
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=folder, revision=revision, commit_message=commit_message
+            )
+
+    def extra_repr(self) -> str:
+        return f"method={self.report.method!r}"

@@ -1,0 +1,36 @@
+"""The method table. Adding a method = one module + one ``register_method`` line here."""
+
+from __future__ import annotations
+
+from hf_prune.config import PruningConfig, register_config
+from hf_prune.methods.base import MethodEntry, PruneContext, Runner, SparsityConfig
+from hf_prune.methods.custom import CustomConfig, run_custom
+from hf_prune.methods.magnitude import MagnitudeConfig, run_magnitude
+from hf_prune.registry import Registry
+
+METHODS: Registry[MethodEntry] = Registry("pruning method")
+
+
+def register_method(config_class: type[PruningConfig], run: Runner) -> None:
+    """Register a method: its config (for ``pruning_config.json``) and its runner.
+
+    Args:
+        config_class: The ``PruningConfig`` subclass; its ``method`` is the key.
+        run: ``run(model, config, ctx) -> list[LayerReport]``.
+    """
+    register_config(config_class)
+    METHODS.register(config_class.method, MethodEntry(config_class, run))
+
+
+register_method(CustomConfig, run_custom)
+register_method(MagnitudeConfig, run_magnitude)
+
+__all__ = [
+    "METHODS",
+    "CustomConfig",
+    "MagnitudeConfig",
+    "MethodEntry",
+    "PruneContext",
+    "SparsityConfig",
+    "register_method",
+]

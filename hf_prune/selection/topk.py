@@ -1,0 +1,52 @@
+"""Exact-count unstructured selection: keep the highest scores, prune the rest.
+
+Pure tensor math (no model access), so it can be checked against brute force.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def num_to_prune(numel: int, sparsity: float) -> int:
+    """Return how many of ``numel`` weights to zero for ``sparsity`` (rounded to the nearest weight).
+
+    Args:
+        numel: Number of weights in the group.
+        sparsity: Fraction to remove, in ``[0, 1]``.
+    """
+    return int(round(float(sparsity) * numel))
+
+
+def unstructured_mask(scores: torch.Tensor, sparsity: float, compare: str = "layer") -> torch.Tensor:
+    """Keep-mask that zeros exactly ``round(sparsity * n)`` lowest-scored weights per comparison group.
+
+    Ties are broken by position (a stable sort), so the result is deterministic and the pruned count is
+    exact; a ``scores <= threshold`` rule would prune every tied weight and miss the target.
+
+    Args:
+        scores: Importance scores shaped like the weight ``[out, in]``; higher means keep.
+        sparsity: Fraction of weights to remove in each group, in ``[0, 1]``.
+        compare: ``"layer"`` compares all weights of the layer (magnitude); ``"row"`` compares within
+            each output row, as Wanda does.
+
+    Returns:
+        A boolean tensor shaped like ``scores``; ``True`` marks weights that are kept.
+
+    Raises:
+        ValueError: For a sparsity outside ``[0, 1]`` or an unknown ``compare`` mode.
+    """
+    if not 0.0 <= float(sparsity) <= 1.0:
+        raise ValueError(f"sparsity must be in [0, 1], got {sparsity!r}.")
+    if compare == "layer":
+        flat = scores.reshape(1, -1)
+    elif compare == "row":
+        flat = scores.reshape(scores.shape[0], -1)
+    else:
+        raise ValueError(f"compare must be 'layer' or 'row', got {compare!r}.")
+    k = num_to_prune(flat.shape[1], sparsity)
+    mask = torch.ones_like(flat, dtype=torch.bool)
+    if k > 0:
+        order = torch.argsort(flat.float(), dim=1, stable=True)
+        mask.scatter_(1, order[:, :k], False)
+    return mask.reshape(scores.shape)

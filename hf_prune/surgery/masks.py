@@ -1,0 +1,155 @@
+"""Reversible unstructured masks on ``nn.Linear`` / ``Conv1D`` weights, and making them physical.
+
+Masks are ``torch.nn.utils.parametrize`` parametrizations: the forward pass sees ``weight * mask``,
+gradients flow to the kept weights only (so healing keeps the sparsity), and removing the
+parametrization either restores the dense weight (undo) or bakes the zeros in (finalize).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from transformers.pytorch_utils import Conv1D
+
+from hf_prune.arch import is_linear
+
+
+class WeightMask(nn.Module):
+    """Parametrization ``weight -> weight * mask`` with a boolean keep-mask.
+
+    Args:
+        mask: Keep-mask shaped like the stored weight (``True`` = kept).
+    """
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        # Not persistent: checkpoints store the masked weight itself, never the mask buffer.
+        self.register_buffer("mask", mask.to(torch.bool), persistent=False)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        """Return the masked weight.
+
+        Args:
+            weight: The dense stored weight.
+        """
+        return weight * self.mask.to(weight.dtype)
+
+
+def to_storage_orientation(module: nn.Module, mask_out_in: torch.Tensor) -> torch.Tensor:
+    """Turn an ``[out, in]`` mask into the orientation the module stores (Conv1D stores ``[in, out]``).
+
+    Args:
+        module: The Linear or Conv1D.
+        mask_out_in: Mask in ``[out, in]`` orientation.
+    """
+    return mask_out_in.t() if isinstance(module, Conv1D) else mask_out_in
+
+
+def weight_out_in(module: nn.Module) -> torch.Tensor:
+    """Return the module's (possibly masked) weight as ``[out, in]`` (a view, not a copy).
+
+    Args:
+        module: The Linear or Conv1D.
+    """
+    w = module.weight
+    return w.t() if isinstance(module, Conv1D) else w
+
+
+def has_mask(module: nn.Module) -> bool:
+    """Whether ``module`` carries an hf_prune weight mask.
+
+    Args:
+        module: Any module.
+    """
+    return parametrize.is_parametrized(module, "weight") and any(
+        isinstance(p, WeightMask) for p in module.parametrizations["weight"]
+    )
+
+
+def get_mask(module: nn.Module) -> torch.Tensor | None:
+    """Return the module's keep-mask in ``[out, in]`` orientation, or ``None``.
+
+    Args:
+        module: Any module.
+    """
+    if not has_mask(module):
+        return None
+    mask = next(p for p in module.parametrizations["weight"] if isinstance(p, WeightMask)).mask
+    return mask.t() if isinstance(module, Conv1D) else mask
+
+
+def apply_mask(module: nn.Module, keep_out_in: torch.Tensor) -> None:
+    """Attach (or tighten) a keep-mask on a Linear/Conv1D weight.
+
+    Applying a second mask intersects it with the first, so gradual pruning only ever removes weights.
+
+    Args:
+        module: An ``nn.Linear`` or ``Conv1D``.
+        keep_out_in: Boolean mask in ``[out, in]`` orientation.
+
+    Raises:
+        TypeError: If the module is not a prunable projection.
+        ValueError: If the mask shape does not match the weight.
+    """
+    if not is_linear(module):
+        raise TypeError(f"Masks apply to nn.Linear or Conv1D modules, got {type(module).__name__}.")
+    mask = to_storage_orientation(module, keep_out_in.to(torch.bool))
+    stored = module.parametrizations["weight"].original if has_mask(module) else module.weight
+    if tuple(mask.shape) != tuple(stored.shape):
+        raise ValueError(f"Mask shape {tuple(mask.shape)} does not match weight shape {tuple(stored.shape)}.")
+    mask = mask.to(stored.device)
+    if has_mask(module):
+        holder = next(p for p in module.parametrizations["weight"] if isinstance(p, WeightMask))
+        holder.mask = holder.mask & mask
+        return
+    parametrize.register_parametrization(module, "weight", WeightMask(mask), unsafe=True)
+
+
+def remove_mask(module: nn.Module, *, make_physical: bool = True) -> None:
+    """Remove the mask; bake the zeros into the weight (``make_physical``) or restore the dense weight.
+
+    Args:
+        module: A masked module (no-op otherwise).
+        make_physical: ``True`` keeps the masked values, ``False`` undoes the pruning.
+    """
+    if has_mask(module):
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=make_physical)
+
+
+def masked_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Return ``(name, module)`` for every masked module of ``model``.
+
+    Args:
+        model: Any model.
+    """
+    return [(n, m) for n, m in model.named_modules() if has_mask(m)]
+
+
+def make_masks_physical(model: nn.Module) -> int:
+    """Bake every mask of ``model`` into its weights; return how many modules were masked.
+
+    Args:
+        model: Any model.
+    """
+    mods = masked_modules(model)
+    for _, m in mods:
+        remove_mask(m, make_physical=True)
+    return len(mods)
+
+
+def clean_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Return ``model``'s state dict with masks applied and parametrization keys renamed back.
+
+    ``parametrize`` stores ``x.parametrizations.weight.original``; checkpoints must hold plain
+    ``x.weight`` (masked) so that any loader, hf_prune's or transformers', reads them.
+
+    Args:
+        model: A model that may carry masks.
+    """
+    state = model.state_dict()
+    for name, module in masked_modules(model):
+        prefix = f"{name}." if name else ""
+        state.pop(f"{prefix}parametrizations.weight.original", None)
+        state[f"{prefix}weight"] = module.weight.detach()
+    return state
