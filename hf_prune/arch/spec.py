@@ -251,7 +251,7 @@ for _spec in (
         stacks=(
             StackSpec(
                 name="vision_tower",
-                layers_path="vision_tower.vision_model.encoder.layers",
+                layers_path="vision_tower.encoder.layers",
                 block=_CLIP_BLOCK,
                 config_path="vision_config",
                 causal=False,

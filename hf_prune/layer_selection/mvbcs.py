@@ -32,7 +32,8 @@ budgets alone.
 
 Cost arithmetic is exact when every cost is an integer (parameter counts): prefix sums are then int64
 and a budget ``b`` is equivalent to ``floor(b)``. Otherwise costs are summed in float64 and a run is
-feasible when ``C[j] - C[s] <= budget`` in that arithmetic.
+feasible when ``C[j] - C[s] <= budget + 8 * eps * C[L]``: the slack (about 2e-15 of the total cost)
+absorbs the rounding of prefix sums, so a budget written as exactly some run's cost admits that run.
 
 Tie-breaking (deterministic; the same input always gives the same assignment): the assignment is
 reconstructed from the last verifier (in layer order for ``"fixed"``) to the first. Each step picks,
@@ -72,6 +73,9 @@ _ORDERS = ("fixed", "any")
 # Exact int64 prefix sums of integer costs need the total to stay below float64's integer range, so that
 # converting the inputs (which arrive as floats) is lossless.
 _EXACT_INT_LIMIT = 2**53
+
+#: Relative slack (times the total cost) granted to float budgets; see :func:`solve_mvbcs`.
+_FLOAT_SLACK = 8 * float(np.finfo(np.float64).eps)
 
 Assignment = tuple[int, int] | None
 
@@ -150,7 +154,11 @@ def _effective_budget(budget: float, total: float, integral: bool) -> float | in
     # Any budget at or above the total cost is equivalent to the total; clipping keeps inf out of the
     # arithmetic, and integer costs make floor(budget) exactly equivalent to budget.
     b = min(budget, total)
-    return int(math.floor(b)) if integral else b
+    if integral:
+        return int(math.floor(b))
+    # Prefix-sum differences carry rounding error of a few ulps of the total; without slack a budget set
+    # to exactly a run's cost (a common way to write budgets) could reject that very run.
+    return b + _FLOAT_SLACK * total
 
 
 def _window(prefix: np.ndarray, budget: float | int) -> _Window:

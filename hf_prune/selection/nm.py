@@ -17,7 +17,9 @@ import torch
 __all__ = ["check_nm_shape", "nm_mask", "nm_sparsity", "parse_pattern"]
 
 _PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
-_ALLOWED = "'unstructured' or 'N:M' with integers 0 < N < M (N weights kept per M consecutive inputs, e.g. '2:4')"
+_ALLOWED = (
+    "'unstructured' or 'N:M' with integers 0 < N < M (N weights kept per M consecutive inputs, e.g. '2:4')"
+)
 
 
 def parse_pattern(pattern: str | None) -> tuple[int, int] | None:

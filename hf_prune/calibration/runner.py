@@ -1,0 +1,136 @@
+"""The sequential (layer-by-layer) calibration runner.
+
+It captures every positional and keyword input of block 0 (transformers 5.x passes
+``position_embeddings`` and more, not only ``attention_mask``), then runs one block at a time over
+all calibration batches: statistics are gathered with hooks, the caller may prune the block, and the
+block's (optionally recomputed) outputs become the next block's inputs. Only one block's activations
+and statistics are alive at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from hf_prune.arch import StackSpec, get_arch, get_layers
+from hf_prune.calibration.stats import StatCollector, attach
+
+BlockInputs = list[tuple[tuple[Any, ...], dict[str, Any]]]
+CollectorFactory = Callable[[int, nn.Module], dict[str, tuple[nn.Module, StatCollector]]]
+BlockCallback = Callable[[int, nn.Module, dict[str, StatCollector]], None]
+
+
+class _StopForward(Exception):
+    """Raised by the block-0 catcher to stop the forward once its inputs are captured."""
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    try:
+        return next(p.device for p in model.parameters() if not p.is_meta)
+    except StopIteration:  # pragma: no cover - models always have parameters
+        return torch.device("cpu")
+
+
+def capture_block_inputs(
+    model: PreTrainedModel, stack: StackSpec, batches: list[dict[str, torch.Tensor]]
+) -> BlockInputs:
+    """Run the model up to block 0 of ``stack`` for each batch and return that block's call arguments.
+
+    Args:
+        model: The model.
+        stack: The stack whose first block's inputs are captured.
+        batches: Model inputs (``input_ids`` ...).
+
+    Returns:
+        One ``(args, kwargs)`` per batch.
+    """
+    first = get_layers(model, stack)[0]
+    captured: BlockInputs = []
+
+    def catcher(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        captured.append((args, dict(kwargs)))
+        raise _StopForward
+
+    device = _model_device(model)
+    handle = first.register_forward_pre_hook(catcher, with_kwargs=True)
+    try:
+        for batch in batches:
+            inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            if stack.causal:
+                inputs.setdefault("use_cache", False)
+            try:
+                model(**inputs)
+            except _StopForward:
+                pass
+    finally:
+        handle.remove()
+    if len(captured) != len(batches):
+        raise RuntimeError(
+            f"Captured {len(captured)} inputs of {stack.name} block 0 for {len(batches)} batches; the forward "
+            "did not reach the block."
+        )
+    return captured
+
+
+def _hidden(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _with_hidden(args: tuple[Any, ...], kwargs: dict[str, Any], hidden: torch.Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if args:
+        return (hidden, *args[1:]), kwargs
+    kwargs = dict(kwargs)
+    kwargs["hidden_states"] = hidden
+    return args, kwargs
+
+
+def run_sequential(
+    model: PreTrainedModel,
+    batches: list[dict[str, torch.Tensor]],
+    *,
+    stack: str | None = None,
+    collectors: CollectorFactory | None = None,
+    on_block: BlockCallback | None = None,
+    recompute: bool = True,
+    progress: bool = True,
+) -> None:
+    """Run calibration one block at a time.
+
+    Args:
+        model: The model.
+        batches: Calibration inputs.
+        stack: Stack to run (default: every stack of the family, in order).
+        collectors: ``f(block_idx, block) -> {name: (module, collector)}``: what to record in a block.
+        on_block: ``f(block_idx, block, {name: collector})`` called after the statistics of a block are
+            complete (prune it here).
+        recompute: Recompute the block's outputs after ``on_block`` so the next block sees the pruned
+            block's outputs (as SparseGPT and Wanda do).
+        progress: Show a progress bar.
+    """
+    arch = get_arch(model)
+    specs = [arch.stack(stack)] if stack else list(arch.stacks)
+    for spec in specs:
+        with torch.no_grad():
+            inputs = capture_block_inputs(model, spec, batches)
+        layers = get_layers(model, spec)
+        for idx in tqdm(range(len(layers)), desc=f"calibrate {spec.name}", disable=not progress):
+            block = layers[idx]
+            named = collectors(idx, block) if collectors else {}
+            handles = [attach(mod, col) for mod, col in named.values()]
+            try:
+                with torch.no_grad():
+                    outs = [_hidden(block(*a, **k)) for a, k in inputs]
+            finally:
+                for h in handles:
+                    h.remove()
+            if on_block is not None:
+                on_block(idx, block, {name: col for name, (_, col) in named.items()})
+                if recompute:
+                    with torch.no_grad():
+                        outs = [_hidden(block(*a, **k)) for a, k in inputs]
+            inputs = [_with_hidden(a, k, o) for (a, k), o in zip(inputs, outs, strict=True)]
