@@ -132,51 +132,39 @@ def test_known_instance_where_order_matters():
 
 # --------------------------------------------------------------------------------------- integer programme
 def milp_optimum(values, costs, budgets):
-    """Fixed-order MV-BCS as a MILP over run variables x[v, s, e] (binary, one run per verifier)."""
+    """Fixed-order MV-BCS as a MILP over binary run variables x[v, s, e] (one run per verifier)."""
     from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import lil_matrix
 
     n, m = len(values), len(budgets)
     pc = np.concatenate(([0], np.cumsum(costs)))
     pv = np.concatenate(([0.0], np.cumsum(values)))
-    runs = [
-        (v, s, e)
-        for v in range(m)
-        for s in range(n)
-        for e in range(s, n)
-        if pc[e + 1] - pc[s] <= budgets[v]
-    ]
-    if not runs:
+    runs = np.array(
+        [
+            (v, s, e)
+            for v in range(m)
+            for s in range(n)
+            for e in range(s, n)
+            if pc[e + 1] - pc[s] <= budgets[v]
+        ]
+    ).reshape(-1, 3)
+    if runs.shape[0] == 0:
         return 0.0
-    k = len(runs)
-    obj = -np.array([pv[e + 1] - pv[s] for _, s, e in runs])
-    rows = []
-    # each verifier takes at most one run
-    a_one = lil_matrix((m, k))
-    for col, (v, _, _) in enumerate(runs):
-        a_one[v, col] = 1
-    rows.append(LinearConstraint(a_one.tocsr(), -np.inf, 1))
-    # each layer covered at most once
-    a_cov = lil_matrix((n, k))
-    for col, (_, s, e) in enumerate(runs):
-        for layer in range(s, e + 1):
-            a_cov[layer, col] = 1
-    rows.append(LinearConstraint(a_cov.tocsr(), -np.inf, 1))
+    who, start, end = runs.T
+    obj = -(pv[end + 1] - pv[start])
+    layers = np.arange(n)[:, None]
+    constraints = [
+        # each verifier takes at most one run
+        LinearConstraint((np.arange(m)[:, None] == who[None, :]).astype(float), -np.inf, 1),
+        # each layer is covered at most once
+        LinearConstraint(((start <= layers) & (layers <= end)).astype(float), -np.inf, 1),
+    ]
     # order: for every pair u < v and layer t, "v's run starts at or before t" and "u's run ends at or
     # after t" exclude each other, which is exactly "u's run lies before v's"
-    pairs = [(u, v) for v in range(m) for u in range(v)]
-    if pairs:
-        a_ord = lil_matrix((len(pairs) * n, k))
-        for p_idx, (u, v) in enumerate(pairs):
-            for col, (w, s, e) in enumerate(runs):
-                if w == v:
-                    for t in range(s, n):
-                        a_ord[p_idx * n + t, col] = 1
-                elif w == u:
-                    for t in range(e + 1):
-                        a_ord[p_idx * n + t, col] = 1
-        rows.append(LinearConstraint(a_ord.tocsr(), -np.inf, 1))
-    res = milp(obj, constraints=rows, integrality=np.ones(k), bounds=Bounds(0, 1))
+    for v in range(m):
+        for u in range(v):
+            rows = ((who == v) & (start <= layers)) | ((who == u) & (end >= layers))
+            constraints.append(LinearConstraint(rows.astype(float), -np.inf, 1))
+    res = milp(obj, constraints=constraints, integrality=np.ones(runs.shape[0]), bounds=Bounds(0, 1))
     assert res.success, res.message
     return -res.fun
 

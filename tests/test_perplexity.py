@@ -104,7 +104,9 @@ def test_wrapper_object_and_train_mode_restored(model, tokenizer):
     )
     model.train()
     try:
-        assert perplexity(model, tokenizer, TEXTS, seqlen=16, progress=False) == pytest.approx(reference, rel=1e-6)
+        assert perplexity(model, tokenizer, TEXTS, seqlen=16, progress=False) == pytest.approx(
+            reference, rel=1e-6
+        )
         assert model.training
     finally:
         model.eval()
@@ -127,7 +129,7 @@ def test_bad_input(model, tokenizer, tmp_path):
         perplexity(model, tokenizer, "def f(): pass", seqlen=64, progress=False)
     with pytest.raises(ValueError, match="stride=20"):
         perplexity(model, tokenizer, TEXTS, seqlen=16, stride=20, progress=False)
-    with pytest.raises(ValueError, match="missing.txt"):
+    with pytest.raises(ValueError, match=r"missing\.txt"):
         perplexity(model, tokenizer, str(tmp_path / "missing.txt"), seqlen=16, progress=False)
     with pytest.raises(TypeError, match="dataset"):
         perplexity(model, tokenizer, 42, seqlen=16, progress=False)

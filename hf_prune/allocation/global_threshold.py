@@ -78,7 +78,9 @@ def global_threshold_counts(scores: Sequence[torch.Tensor], sparsity: float) -> 
         return numels.copy()
 
     def count_le(threshold: float) -> int:
-        return sum(int((t.to(dtype) <= torch.tensor(threshold, dtype=dtype, device=t.device)).sum()) for t in layers)
+        return sum(
+            int((t.to(dtype) <= torch.tensor(threshold, dtype=dtype, device=t.device)).sum()) for t in layers
+        )
 
     # Bisection over keys is valid because key -> value is monotone (-0.0 and +0.0 compare equal).
     lo = _key(min(float(t.min()) for t in layers if t.numel()), dtype)

@@ -25,7 +25,8 @@ def check_param_counts(param_counts: Sequence[int] | np.ndarray) -> np.ndarray:
     counts = np.asarray(param_counts, dtype=np.float64)
     if counts.ndim != 1 or counts.size == 0:
         raise ValueError(
-            f"param_counts must be a non-empty 1-D sequence (one count per prunable layer), got shape {counts.shape}."
+            "param_counts must be a non-empty 1-D sequence (one count per prunable layer), got shape "
+            f"{counts.shape}."
         )
     if not np.all(np.isfinite(counts)) or np.any(counts <= 0):
         bad = int(np.argmax(~np.isfinite(counts) | (counts <= 0)))
@@ -56,7 +57,9 @@ def check_sparsity(sparsity: float, *, upper: float = 1.0, name: str = "sparsity
     return value
 
 
-def weighted_sparsity(ratios: Sequence[float] | np.ndarray, param_counts: Sequence[int] | np.ndarray) -> float:
+def weighted_sparsity(
+    ratios: Sequence[float] | np.ndarray, param_counts: Sequence[int] | np.ndarray
+) -> float:
     """Return the parameter-weighted mean of per-layer ratios: the model-level sparsity they produce.
 
     Args:

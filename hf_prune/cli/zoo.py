@@ -66,7 +66,9 @@ def _build(args: argparse.Namespace) -> int:
         if problem is None:
             print(f"{args.name} is already built at {model_dir}")
             return 0
-        warnings.warn(f"cached {args.name} is not usable ({problem}); rebuilding it", RuntimeWarning, stacklevel=1)
+        warnings.warn(
+            f"cached {args.name} is not usable ({problem}); rebuilding it", RuntimeWarning, stacklevel=1
+        )
     try:
         path = build_zoo_model(args.name, model_dir)
     except ImportError as exc:

@@ -1,8 +1,8 @@
-"""Perplexity of a causal language model with the protocol of the Wanda / SparseGPT papers.
+r"""Perplexity of a causal language model with the protocol of the Wanda / SparseGPT papers.
 
 Protocol (``stride=None``, the papers' setting):
 
-1. The texts are joined with ``"\\n\\n"`` into one string (a single string or a ``.txt`` file is used
+1. The texts are joined with ``"\n\n"`` into one string (a single string or a ``.txt`` file is used
    as is) and tokenized **once** with the tokenizer's default special tokens (so a tokenizer that
    prepends BOS puts exactly one BOS at the very start).
 2. The token stream is cut into consecutive, non-overlapping windows of ``seqlen`` tokens; the
@@ -46,12 +46,12 @@ PROTOCOL_SUMMARY = (
 
 
 def load_texts(dataset: Any) -> str:
-    """Turn any accepted ``dataset`` value into the single string that is tokenized.
+    r"""Turn any accepted ``dataset`` value into the single string that is tokenized.
 
     Args:
-        dataset: A list/tuple of strings (joined with ``"\\n\\n"``), a single string, a path
+        dataset: A list/tuple of strings (joined with ``"\n\n"``), a single string, a path
             (``str`` ending in ``.txt`` or any ``os.PathLike``) to a local UTF-8 text file, or a
-            ``datasets.Dataset`` with a ``text`` column (rows joined with ``"\\n\\n"``).
+            ``datasets.Dataset`` with a ``text`` column (rows joined with ``"\n\n"``).
 
     Returns:
         The text to tokenize.
@@ -220,9 +220,9 @@ def perplexity(
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> float:
-    """Compute perplexity with the Wanda / SparseGPT protocol (see the module docstring).
+    r"""Compute perplexity with the Wanda / SparseGPT protocol (see the module docstring).
 
-    Texts are joined with ``"\\n\\n"`` and tokenized once; non-overlapping ``seqlen``-token windows
+    Texts are joined with ``"\n\n"`` and tokenized once; non-overlapping ``seqlen``-token windows
     (or, with ``stride < seqlen``, sliding windows whose new tokens only are scored) are run through
     the model in batches under ``torch.inference_mode``; the result is ``exp`` of the mean token NLL
     over all scored tokens.

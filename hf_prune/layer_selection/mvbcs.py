@@ -114,16 +114,16 @@ def _validate(
     bad = ~np.isfinite(v) | (v < 0)
     if bad.any():
         k = _first_bad(bad)
-        raise ValueError(f"values must be finite and >= 0, but values[{k}] = {v[k]!r}.")
+        raise ValueError(f"values must be finite and >= 0, but values[{k}] = {float(v[k])!r}.")
     bad = ~np.isfinite(c) | (c <= 0)
     if bad.any():
         k = _first_bad(bad)
-        raise ValueError(f"costs must be finite and > 0, but costs[{k}] = {c[k]!r}.")
+        raise ValueError(f"costs must be finite and > 0, but costs[{k}] = {float(c[k])!r}.")
     # +inf is a legitimate "unlimited" budget; NaN and negatives are not.
     bad = np.isnan(b) | (b < 0)
     if bad.any():
         k = _first_bad(bad)
-        raise ValueError(f"budgets must be >= 0 (inf allowed), but budgets[{k}] = {b[k]!r}.")
+        raise ValueError(f"budgets must be >= 0 (inf allowed), but budgets[{k}] = {float(b[k])!r}.")
     return v, c, b
 
 

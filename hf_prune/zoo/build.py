@@ -280,9 +280,7 @@ def load_zoo_model(
     """
     recipe = get_recipe(name)
     model_dir = cache_root(cache_dir) / name
-    if rebuild:
-        build_zoo_model(name, model_dir)
-    elif not model_dir.exists():
+    if rebuild or not model_dir.exists():
         build_zoo_model(name, model_dir)
     else:
         problem = verify_model_dir(model_dir, recipe)

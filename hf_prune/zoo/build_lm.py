@@ -16,7 +16,9 @@ from hf_prune.zoo.tokenizer import train_bpe_tokenizer
 from hf_prune.zoo.training import deterministic_build, random_window_sampler, train_loop
 
 
-def training_stream(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_tokens: int | None) -> torch.Tensor:
+def training_stream(
+    tokenizer: PreTrainedTokenizerFast, texts: list[str], max_tokens: int | None
+) -> torch.Tensor:
     """Tokenize the training files into one stream, each file followed by EOS.
 
     Args:
@@ -99,7 +101,9 @@ def build_causal_lm(
             max_windows=recipe.max_eval_windows,
             progress=progress,
         )
-    targets = scored_targets(encode_dataset(tokenizer, heldout), recipe.seqlen, max_windows=recipe.max_eval_windows)
+    targets = scored_targets(
+        encode_dataset(tokenizer, heldout), recipe.seqlen, max_windows=recipe.max_eval_windows
+    )
     baseline = unigram_perplexity(stream, targets, len(tokenizer))
     metrics = {
         "evaluation": [

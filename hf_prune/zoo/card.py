@@ -99,7 +99,8 @@ def write_model_card(
         )
     corpus = metrics["corpus"]
     split_counts = ", ".join(
-        f"{split} {info['files']} files / {info['chars']} characters" for split, info in corpus["splits"].items()
+        f"{split} {info['files']} files / {info['chars']} characters"
+        for split, info in corpus["splits"].items()
     )
     card_data = ModelCardData(
         model_name=recipe.name,

@@ -66,12 +66,12 @@ _EXCLUDED_DIRS = frozenset(
 
 @dataclass(frozen=True)
 class CorpusDocument:
-    """One source file of the corpus.
+    r"""One source file of the corpus.
 
     Args:
         path: POSIX path relative to the stdlib root (e.g. ``"email/utils.py"``).
         split: The split the file belongs to.
-        text: The file's text, newlines normalised to ``"\\n"``.
+        text: The file's text, newlines normalised to ``"\n"``.
     """
 
     path: str
@@ -200,7 +200,7 @@ def get_eval_texts(split: str = "heldout") -> list[str]:
 
 
 def write_split_text(split: str, path: str | Path) -> Path:
-    """Write a corpus split to a local UTF-8 text file (files joined with ``"\\n\\n"``).
+    r"""Write a corpus split to a local UTF-8 text file (files joined with ``"\n\n"``).
 
     The file can be handed to ``CalibrationConfig(dataset=path)`` or to
     :func:`hf_prune.evaluation.perplexity`, which join with the same separator, so the token stream

@@ -38,7 +38,9 @@ class PairExample:
 
 def _chunks(text: str, chunk_lines: int) -> list[str]:
     lines = [line.rstrip() for line in text.split("\n") if line.strip()]
-    return ["\n".join(lines[i : i + chunk_lines]) for i in range(0, len(lines) - chunk_lines + 1, chunk_lines)]
+    return [
+        "\n".join(lines[i : i + chunk_lines]) for i in range(0, len(lines) - chunk_lines + 1, chunk_lines)
+    ]
 
 
 def continuation_examples(split: str, chunk_lines: int = 6) -> list[PairExample]:
