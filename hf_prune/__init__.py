@@ -4,7 +4,8 @@ Quick use::
 
     from hf_prune import AutoPrunedModelForCausalLM, MagnitudeConfig
 
-    model = AutoPrunedModelForCausalLM.from_pretrained("path/or/id", pruning_config=MagnitudeConfig(sparsity=0.5))
+    config = MagnitudeConfig(sparsity=0.5)
+    model = AutoPrunedModelForCausalLM.from_pretrained("path/or/id", pruning_config=config)
     model.save_pretrained("out/")
 """
 

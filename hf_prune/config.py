@@ -310,9 +310,7 @@ def resolve_file(
 
     try:
         return Path(
-            hf_hub_download(
-                str(pretrained), filename, revision=revision, token=token, cache_dir=cache_dir
-            )
+            hf_hub_download(str(pretrained), filename, revision=revision, token=token, cache_dir=cache_dir)
         )
     except (EntryNotFoundError, RepositoryNotFoundError) as err:
         raise FileNotFoundError(f"No {filename} in Hub repo {str(pretrained)!r}: {err}") from None

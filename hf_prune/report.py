@@ -102,7 +102,9 @@ class PruningReport:
             data: The dict.
         """
         names = {f.name for f in dataclasses.fields(LayerReport)}
-        layers = [LayerReport(**{k: v for k, v in row.items() if k in names}) for row in data.get("layers", [])]
+        layers = [
+            LayerReport(**{k: v for k, v in row.items() if k in names}) for row in data.get("layers", [])
+        ]
         top = {f.name for f in dataclasses.fields(cls)} - {"layers"}
         return cls(layers=layers, **{k: v for k, v in data.items() if k in top})
 
@@ -112,7 +114,9 @@ class PruningReport:
         Args:
             max_rows: Show at most this many rows (the rest is summarized).
         """
-        head = "| layer | kind | params before | params after | ratio asked | sparsity measured | score mean |"
+        head = (
+            "| layer | kind | params before | params after | ratio asked | sparsity measured | score mean |"
+        )
         lines = [head, "|---|---|---:|---:|---:|---:|---:|"]
         rows = self.layers if max_rows is None else self.layers[:max_rows]
         for r in rows:
@@ -120,7 +124,8 @@ class PruningReport:
             meas = "—" if r.sparsity_measured is None else f"{r.sparsity_measured:.4f}"
             score = "—" if not r.score or "mean" not in r.score else f"{r.score['mean']:.4g}"
             lines.append(
-                f"| `{r.name}` | {r.kind} | {r.params_before:,} | {r.params_after:,} | {asked} | {meas} | {score} |"
+                f"| `{r.name}` | {r.kind} | {r.params_before:,} | {r.params_after:,} "
+                f"| {asked} | {meas} | {score} |"
             )
         if max_rows is not None and len(self.layers) > max_rows:
             lines.append(f"| … {len(self.layers) - max_rows} more rows in pruning_config.json | | | | | | |")

@@ -48,46 +48,150 @@ def build_family(name: str) -> Family:
     causal_inputs = {"input_ids": ids}
     enc_inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if name == "llama":
-        return Family(name, T.LlamaConfig(**_llama_kwargs()), T.AutoModelForCausalLM, "AutoPrunedModelForCausalLM", causal_inputs, True)
+        return Family(
+            name,
+            T.LlamaConfig(**_llama_kwargs()),
+            T.AutoModelForCausalLM,
+            "AutoPrunedModelForCausalLM",
+            causal_inputs,
+            True,
+        )
     if name == "mistral":
-        return Family(name, T.MistralConfig(**_llama_kwargs(sliding_window=None)), T.AutoModelForCausalLM, "AutoPrunedModelForCausalLM", causal_inputs, True)
+        return Family(
+            name,
+            T.MistralConfig(**_llama_kwargs(sliding_window=None)),
+            T.AutoModelForCausalLM,
+            "AutoPrunedModelForCausalLM",
+            causal_inputs,
+            True,
+        )
     if name == "qwen2":
-        return Family(name, T.Qwen2Config(**_llama_kwargs()), T.AutoModelForCausalLM, "AutoPrunedModelForCausalLM", causal_inputs, True)
+        return Family(
+            name,
+            T.Qwen2Config(**_llama_kwargs()),
+            T.AutoModelForCausalLM,
+            "AutoPrunedModelForCausalLM",
+            causal_inputs,
+            True,
+        )
     if name == "gemma":
-        return Family(name, T.GemmaConfig(**_llama_kwargs(head_dim=8)), T.AutoModelForCausalLM, "AutoPrunedModelForCausalLM", causal_inputs, True)
+        return Family(
+            name,
+            T.GemmaConfig(**_llama_kwargs(head_dim=8)),
+            T.AutoModelForCausalLM,
+            "AutoPrunedModelForCausalLM",
+            causal_inputs,
+            True,
+        )
     if name == "opt":
-        cfg = T.OPTConfig(vocab_size=VOCAB, hidden_size=32, ffn_dim=48, num_hidden_layers=4, num_attention_heads=4,
-                          word_embed_proj_dim=32, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        cfg = T.OPTConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            ffn_dim=48,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            word_embed_proj_dim=32,
+            max_position_embeddings=64,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
         return Family(name, cfg, T.AutoModelForCausalLM, "AutoPrunedModelForCausalLM", causal_inputs, True)
     if name == "gpt2":
-        cfg = T.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=4, n_head=4, n_positions=64, n_inner=48,
-                           bos_token_id=1, eos_token_id=2)
+        cfg = T.GPT2Config(
+            vocab_size=VOCAB,
+            n_embd=32,
+            n_layer=4,
+            n_head=4,
+            n_positions=64,
+            n_inner=48,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
         return Family(name, cfg, T.AutoModelForCausalLM, "AutoPrunedModelForCausalLM", causal_inputs, True)
     if name == "bert":
-        cfg = T.BertConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
-                           num_attention_heads=4, max_position_embeddings=64, num_labels=3)
-        return Family(name, cfg, T.AutoModelForSequenceClassification, "AutoPrunedModelForSequenceClassification", enc_inputs)
+        cfg = T.BertConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            num_labels=3,
+        )
+        return Family(
+            name,
+            cfg,
+            T.AutoModelForSequenceClassification,
+            "AutoPrunedModelForSequenceClassification",
+            enc_inputs,
+        )
     if name == "roberta":
-        cfg = T.RobertaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
-                              num_attention_heads=4, max_position_embeddings=70, num_labels=2, pad_token_id=1)
-        return Family(name, cfg, T.AutoModelForSequenceClassification, "AutoPrunedModelForSequenceClassification", enc_inputs)
+        cfg = T.RobertaConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            max_position_embeddings=70,
+            num_labels=2,
+            pad_token_id=1,
+        )
+        return Family(
+            name,
+            cfg,
+            T.AutoModelForSequenceClassification,
+            "AutoPrunedModelForSequenceClassification",
+            enc_inputs,
+        )
     if name == "vit":
-        cfg = T.ViTConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
-                          image_size=8, patch_size=4, num_labels=3)
+        cfg = T.ViTConfig(
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            image_size=8,
+            patch_size=4,
+            num_labels=3,
+        )
         g = torch.Generator().manual_seed(0)
-        return Family(name, cfg, T.AutoModelForImageClassification, "AutoPrunedModelForImageClassification",
-                      {"pixel_values": torch.randn(2, 3, 8, 8, generator=g)})
+        return Family(
+            name,
+            cfg,
+            T.AutoModelForImageClassification,
+            "AutoPrunedModelForImageClassification",
+            {"pixel_values": torch.randn(2, 3, 8, 8, generator=g)},
+        )
     if name == "llava":
-        vision = T.CLIPVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
-                                    image_size=8, patch_size=2, projection_dim=32)
+        vision = T.CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            image_size=8,
+            patch_size=2,
+            projection_dim=32,
+        )
         text = T.LlamaConfig(**_llama_kwargs())
         image_token = VOCAB - 1
-        cfg = T.LlavaConfig(vision_config=vision, text_config=text, image_token_id=image_token,
-                            image_seq_length=16, vision_feature_layer=-1, projector_hidden_act="gelu")
+        cfg = T.LlavaConfig(
+            vision_config=vision,
+            text_config=text,
+            image_token_id=image_token,
+            image_seq_length=16,
+            vision_feature_layer=-1,
+            projector_hidden_act="gelu",
+        )
         g = torch.Generator().manual_seed(0)
         ids = torch.cat([torch.full((2, 16), image_token), _ids(2, 8)], dim=1)
-        return Family(name, cfg, T.AutoModelForImageTextToText, "AutoPrunedModelForImageTextToText",
-                      {"input_ids": ids, "pixel_values": torch.randn(2, 3, 8, 8, generator=g)}, True)
+        return Family(
+            name,
+            cfg,
+            T.AutoModelForImageTextToText,
+            "AutoPrunedModelForImageTextToText",
+            {"input_ids": ids, "pixel_values": torch.randn(2, 3, 8, 8, generator=g)},
+            True,
+        )
     raise ValueError(name)
 
 

@@ -37,7 +37,9 @@ def test_windows_are_seeded_and_shaped():
     b = _batches()
     assert [x["input_ids"].shape for x in a] == [torch.Size([2, 16])] * 2
     assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, b, strict=True))
-    c = cdata.build_calibration_batches(CalibrationConfig(dataset=TEXTS, nsamples=4, seqlen=16, seed=1, batch_size=2), CharTokenizer())
+    c = cdata.build_calibration_batches(
+        CalibrationConfig(dataset=TEXTS, nsamples=4, seqlen=16, seed=1, batch_size=2), CharTokenizer()
+    )
     assert not torch.equal(a[0]["input_ids"], c[0]["input_ids"])
 
 
@@ -88,7 +90,9 @@ def test_bad_calibration_inputs(tmp_path):
     with pytest.raises(TypeError, match="dataset"):
         CalibrationConfig(dataset=42)
     with pytest.raises(ValueError, match="fewer than seqlen"):
-        cdata.build_calibration_batches(CalibrationConfig(dataset=["short"], nsamples=1, seqlen=64), CharTokenizer())
+        cdata.build_calibration_batches(
+            CalibrationConfig(dataset=["short"], nsamples=1, seqlen=64), CharTokenizer()
+        )
     bad = tmp_path / "c.json"
     bad.write_text(json.dumps([{"body": "x"}]))
     with pytest.raises(ValueError, match="no column 'text'"):
@@ -104,7 +108,10 @@ def test_sequential_stats_equal_full_forward(family):
         batches = [dict(b, attention_mask=torch.ones_like(b["input_ids"])) for b in batches]
     refs = list(iter_block_linears(model))
     # Reference: one full-model forward per batch with hooks on every projection.
-    full = {r.name: (InputSqNorm(linear_in_out(r.module)[0]), InputHessian(linear_in_out(r.module)[0])) for r in refs}
+    full = {
+        r.name: (InputSqNorm(linear_in_out(r.module)[0]), InputHessian(linear_in_out(r.module)[0]))
+        for r in refs
+    }
     handles = [attach(r.module, c) for r in refs for c in full[r.name]]
     with torch.no_grad():
         for b in batches:

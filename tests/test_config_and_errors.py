@@ -14,12 +14,13 @@ from safetensors.torch import load_file, save_file
 
 import hf_prune
 from hf_prune import AutoPrunedModelForCausalLM, CustomConfig, MagnitudeConfig, PruningConfig, prune
-from hf_prune.integration import checkpoint as ckpt
 from hf_prune.version import __version__
 
 
 def test_config_round_trip(tmp_path):
-    cfg = MagnitudeConfig(sparsity=0.6, target_modules=["q_proj"], exclude_modules="layers.0.self_attn.q_proj")
+    cfg = MagnitudeConfig(
+        sparsity=0.6, target_modules=["q_proj"], exclude_modules="layers.0.self_attn.q_proj"
+    )
     path = cfg.save_pretrained(tmp_path)
     data = json.loads(path.read_text())
     assert data["method"] == "magnitude" and data["hf_prune_version"] == __version__
@@ -85,7 +86,9 @@ def test_unknown_target_modules():
 def test_unsupported_architecture():
     cfg = T.T5Config(vocab_size=64, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8)
     model = T.T5ForConditionalGeneration(cfg)
-    with pytest.raises(ValueError, match=r"Unsupported architecture model_type='t5'. Supported: .*llama.*ArchSpec"):
+    with pytest.raises(
+        ValueError, match=r"Unsupported architecture model_type='t5'. Supported: .*llama.*ArchSpec"
+    ):
         prune(model, MagnitudeConfig(), progress=False)
     with pytest.raises(TypeError, match="PruningConfig"):
         prune(make_model("llama")[0], {"method": "magnitude"})
@@ -123,7 +126,10 @@ def test_weights_not_matching_structure(saved):
     state = load_file(str(folder / "model.safetensors"))
     state["model.layers.0.mlp.up_proj.weight"] = torch.zeros(12, 32)
     save_file(state, str(folder / "model.safetensors"))
-    with pytest.raises(ValueError, match=r"do not match the structure .*model.layers.0.mlp.up_proj.weight: file \(12, 32\) vs structure \(10, 32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"do not match the structure .*model.layers.0.mlp.up_proj.weight: file \(12, 32\) vs structure \(10, 32\)",
+    ):
         AutoPrunedModelForCausalLM.from_pretrained(folder)
 
 
@@ -201,9 +207,13 @@ def test_model_card_contents(saved):
 def test_auto_class_prunes_plain_folder(tmp_path):
     model, fam = make_model("llama")
     model.save_pretrained(tmp_path / "dense")
-    pm = AutoPrunedModelForCausalLM.from_pretrained(tmp_path / "dense", pruning_config=MagnitudeConfig(sparsity=0.5), progress=False)
+    pm = AutoPrunedModelForCausalLM.from_pretrained(
+        tmp_path / "dense", pruning_config=MagnitudeConfig(sparsity=0.5), progress=False
+    )
     assert pm.report.sparsity == pytest.approx(0.5, abs=1e-3)
     with pytest.raises(FileNotFoundError, match="not an hf_prune checkpoint"):
         AutoPrunedModelForCausalLM.from_pretrained(tmp_path / "dense")
-    generic = hf_prune.AutoPrunedModel.from_pretrained(tmp_path / "dense", pruning_config=MagnitudeConfig(sparsity=0.25), progress=False)
+    generic = hf_prune.AutoPrunedModel.from_pretrained(
+        tmp_path / "dense", pruning_config=MagnitudeConfig(sparsity=0.25), progress=False
+    )
     assert type(generic.base_model).__name__ == "LlamaModel"

@@ -49,7 +49,13 @@ def test_magnitude_prunes_smallest_weights():
 
 def test_target_and_exclude_modules():
     model, _ = make_model("llama")
-    pm = prune(model, MagnitudeConfig(sparsity=0.5, target_modules=["mlp.down_proj"], exclude_modules=["layers.0.mlp.down_proj"]), progress=False)
+    pm = prune(
+        model,
+        MagnitudeConfig(
+            sparsity=0.5, target_modules=["mlp.down_proj"], exclude_modules=["layers.0.mlp.down_proj"]
+        ),
+        progress=False,
+    )
     names = [r.name for r in pm.report.layers]
     assert names == [f"model.layers.{i}.mlp.down_proj" for i in range(1, 4)]
     # lm_head can be pruned when named explicitly.
@@ -82,7 +88,10 @@ def test_generate_after_structural_change(family, change, tmp_path):
     if change == "depth":
         pm.remove_layers([0, 2])
         assert model.config.num_hidden_layers == 2
-        attn_idx = [blk.self_attn.layer_idx for blk in (model.model.layers if family == "llama" else model.model.decoder.layers)]
+        attn_idx = [
+            blk.self_attn.layer_idx
+            for blk in (model.model.layers if family == "llama" else model.model.decoder.layers)
+        ]
         assert attn_idx == [0, 1]
     else:
         for i in range(4):

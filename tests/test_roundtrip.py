@@ -6,13 +6,11 @@ import json
 
 import pytest
 import torch
-import transformers as T
 from families import FAMILIES, logits, make_model
 
 import hf_prune
 from hf_prune import CustomConfig, MagnitudeConfig, prune
-from hf_prune.arch import get_arch, get_layers, head_geometry
-from hf_prune.arch import param_count
+from hf_prune.arch import get_arch, get_layers, head_geometry, param_count
 
 KINDS = ["unstructured", "uniform_width", "nonuniform_width", "depth", "width_depth"]
 
@@ -58,7 +56,9 @@ def test_roundtrip(family, kind, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     sub = [cfg] + [v for v in cfg.values() if isinstance(v, dict)]
     heterogeneous = any("per_layer_config" in s for s in sub)
-    if kind == "nonuniform_width" or (kind in ("uniform_width", "width_depth") and family not in ("llama", "mistral", "qwen2", "gemma")):
+    if kind == "nonuniform_width" or (
+        kind in ("uniform_width", "width_depth") and family not in ("llama", "mistral", "qwen2", "gemma")
+    ):
         # Non-uniform widths, and uniform head counts in families whose config derives head_dim from
         # the head count, can only be described by per_layer_config.
         assert heterogeneous

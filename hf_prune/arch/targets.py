@@ -14,10 +14,10 @@ from hf_prune.arch import LinearRef, is_linear, iter_block_linears
 
 
 def matches(name: str, pattern: str) -> bool:
-    """Whether module ``name`` matches ``pattern``.
+    r"""Whether module ``name`` matches ``pattern``.
 
     A pattern matches when it equals the name, is a dotted suffix of it (``"mlp.down_proj"``), or
-    fully matches it as a regular expression (``r".*\\.layers\\.[0-3]\\..*"``).
+    fully matches it as a regular expression (``r".*\.layers\.[0-3]\..*"``).
 
     Args:
         name: Full dotted module name.

@@ -1,0 +1,1 @@
+"""Calibration: data loading, statistics collectors and the sequential runner."""

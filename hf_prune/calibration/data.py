@@ -59,9 +59,15 @@ for _key, _ds in (
         ),
     ),
     ("mmlu", HubDataset("cais/mmlu", "all", "auxiliary_train", lambda r: f"{r['question']} {_choices(r)}")),
-    ("hellaswag", HubDataset("Rowan/hellaswag", None, "train", lambda r: f"{r['ctx']} {' '.join(r['endings'])}")),
+    (
+        "hellaswag",
+        HubDataset("Rowan/hellaswag", None, "train", lambda r: f"{r['ctx']} {' '.join(r['endings'])}"),
+    ),
     ("winogrande", HubDataset("allenai/winogrande", "winogrande_xl", "train", lambda r: r["sentence"])),
-    ("arc_easy", HubDataset("allenai/ai2_arc", "ARC-Easy", "train", lambda r: f"{r['question']} {_choices(r)}")),
+    (
+        "arc_easy",
+        HubDataset("allenai/ai2_arc", "ARC-Easy", "train", lambda r: f"{r['question']} {_choices(r)}"),
+    ),
     (
         "arc_challenge",
         HubDataset("allenai/ai2_arc", "ARC-Challenge", "train", lambda r: f"{r['question']} {_choices(r)}"),
@@ -126,7 +132,9 @@ def _local_texts(path: Path, config: CalibrationConfig) -> list[str]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".txt", *_LOCAL_BUILDERS))
         if not files:
-            raise ValueError(f"Calibration folder {str(path)!r} holds no .txt/.json/.jsonl/.parquet/.csv files.")
+            raise ValueError(
+                f"Calibration folder {str(path)!r} holds no .txt/.json/.jsonl/.parquet/.csv files."
+            )
         return [t for f in files for t in _local_texts(f, config)]
     suffix = path.suffix.lower()
     if suffix in ("", ".txt", ".md"):
@@ -138,7 +146,8 @@ def _local_texts(path: Path, config: CalibrationConfig) -> list[str]:
         ds = datasets.load_dataset(_LOCAL_BUILDERS[suffix], data_files=str(path), split="train")
         return _texts_from_table(ds, config.text_column, None)
     raise ValueError(
-        f"Unsupported calibration file type {suffix!r} ({str(path)!r}); use .txt, .json, .jsonl, .csv or .parquet."
+        f"Unsupported calibration file type {suffix!r} ({str(path)!r}); "
+        "use .txt, .json, .jsonl, .csv or .parquet."
     )
 
 

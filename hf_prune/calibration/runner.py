@@ -9,6 +9,7 @@ and statistics are alive at a time.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -63,15 +64,14 @@ def capture_block_inputs(
             inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             if stack.causal:
                 inputs.setdefault("use_cache", False)
-            try:
+            with contextlib.suppress(_StopForward):
                 model(**inputs)
-            except _StopForward:
-                pass
     finally:
         handle.remove()
     if len(captured) != len(batches):
         raise RuntimeError(
-            f"Captured {len(captured)} inputs of {stack.name} block 0 for {len(batches)} batches; the forward "
+            f"Captured {len(captured)} inputs of {stack.name} block 0 for {len(batches)} batches; "
+            "the forward "
             "did not reach the block."
         )
     return captured
@@ -81,7 +81,9 @@ def _hidden(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _with_hidden(args: tuple[Any, ...], kwargs: dict[str, Any], hidden: torch.Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _with_hidden(
+    args: tuple[Any, ...], kwargs: dict[str, Any], hidden: torch.Tensor
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if args:
         return (hidden, *args[1:]), kwargs
     kwargs = dict(kwargs)

@@ -1,0 +1,1 @@
+"""Integration with the ecosystem: PrunedModel, auto classes, checkpoint format, model cards."""

@@ -1,5 +1,4 @@
-"""``AutoPrunedModel*``: ``from_pretrained`` of the transformers auto class, then ``prune`` — or the
-exact reload of a checkpoint hf_prune saved."""
+"""``AutoPrunedModel*``: load-then-prune, or the exact reload of a checkpoint hf_prune saved."""
 
 from __future__ import annotations
 

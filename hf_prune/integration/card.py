@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from typing import Any
 
@@ -36,13 +37,13 @@ def load_snippet(pruned: PrunedModel, needs_hf_prune: bool, auto_class: str) -> 
         return (
             "Layers differ in width, which transformers records in `per_layer_config` but cannot build, "
             "so load it with hf_prune:\n\n```python\n"
-            f"from hf_prune import {auto_class}\n\nmodel = {auto_class}.from_pretrained(\"REPO_OR_PATH\")\n```"
+            f'from hf_prune import {auto_class}\n\nmodel = {auto_class}.from_pretrained("REPO_OR_PATH")\n```'
         )
     return (
         "Plain transformers loads it (no hf_prune needed):\n\n```python\n"
-        f"from transformers import {hf_cls}\n\nmodel = {hf_cls}.from_pretrained(\"REPO_OR_PATH\")\n```\n\n"
+        f'from transformers import {hf_cls}\n\nmodel = {hf_cls}.from_pretrained("REPO_OR_PATH")\n```\n\n'
         f"or, with the pruning report attached:\n\n```python\nfrom hf_prune import {auto_class}\n\n"
-        f"model = {auto_class}.from_pretrained(\"REPO_OR_PATH\")\nprint(model.report)\n```"
+        f'model = {auto_class}.from_pretrained("REPO_OR_PATH")\nprint(model.report)\n```'
     )
 
 
@@ -78,10 +79,16 @@ def render_card(pruned: PrunedModel, record: dict[str, Any]) -> ModelCard:
     method = record.get("method", "custom")
     family = get_arch(pruned.base_model).family
     base = pruned.base_model_name or None
+    # Only a Hub repo id belongs in `base_model` metadata; a local path would fail the Hub's validation.
+    hub_base = base if base and _looks_like_repo_id(base) else None
     calib = record.get("calibration") or None
-    datasets = [calib["dataset"]] if calib and isinstance(calib.get("dataset"), str) and "<" not in calib["dataset"] else None
+    datasets = (
+        [calib["dataset"]]
+        if calib and isinstance(calib.get("dataset"), str) and "<" not in calib["dataset"]
+        else None
+    )
     card_data = ModelCardData(
-        base_model=base,
+        base_model=hub_base,
         library_name="hf_prune",
         tags=["hf_prune", "pruned", f"pruning:{method}", family],
         datasets=datasets,
@@ -96,13 +103,17 @@ def render_card(pruned: PrunedModel, record: dict[str, Any]) -> ModelCard:
         heads = [r["num_heads"] for r in rows]
         kvs = [r["num_kv_heads"] for r in rows]
         structure_rows.append((stack, rec["num_layers"], _uniform(widths), _uniform(heads), _uniform(kvs)))
-    needs_hf_prune = '"per_layer_config"' in json.dumps(pruned.base_model.config.to_dict()) or _has_overrides(pruned)
+    needs_hf_prune = '"per_layer_config"' in json.dumps(pruned.base_model.config.to_dict()) or _has_overrides(
+        pruned
+    )
     summary_rows = []
     if any(r.kind == "linear" for r in report.layers):
         summary_rows.append(("sparsity of pruned layers", "0.0000", f"{report.sparsity:.4f}"))
     for metric, values in (report.evaluation or {}).items():
         if isinstance(values, dict):
-            summary_rows.append((metric, values.get("before", "not measured"), values.get("after", "not measured")))
+            summary_rows.append(
+                (metric, values.get("before", "not measured"), values.get("after", "not measured"))
+            )
     config_json = json.dumps(
         {k: v for k, v in record.items() if k not in ("structure", "report", "calibration", "base_model")},
         indent=2,
@@ -110,7 +121,7 @@ def render_card(pruned: PrunedModel, record: dict[str, Any]) -> ModelCard:
     )
     auto = auto_class_name(pruned)
     cfg = pruned.pruning_config
-    return ModelCard.from_template(
+    card = ModelCard.from_template(
         card_data,
         template_str=_template_text(),
         model_name=f"{base.split('/')[-1] if base else family}-{method}-pruned",
@@ -130,6 +141,18 @@ def render_card(pruned: PrunedModel, record: dict[str, Any]) -> ModelCard:
         load_snippet=load_snippet(pruned, needs_hf_prune, auto),
         version=__version__,
     )
+    # Collapse the blank lines left by skipped template sections.
+    card.text = re.sub(r"\n{3,}", "\n\n", card.text)
+    return card
+
+
+def _looks_like_repo_id(name: str) -> bool:
+    import os
+    import re
+
+    if os.path.exists(name) or name.startswith((".", "/", "~")):
+        return False
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name) is not None
 
 
 def _has_overrides(pruned: PrunedModel) -> bool:

@@ -190,7 +190,9 @@ def load_pruned(
     record = read_json(pc_path, what="pruning config")
     structure = record.get("structure")
     if not isinstance(structure, dict) or not structure:
-        raise ValueError(f"{str(pc_path)!r} has no valid 'structure' record; the file is corrupted or foreign.")
+        raise ValueError(
+            f"{str(pc_path)!r} has no valid 'structure' record; the file is corrupted or foreign."
+        )
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"No config.json in {str(folder)!r}.")
     config_data = read_json(folder / "config.json", what="model config")
@@ -218,7 +220,8 @@ def load_pruned(
         detail = "; ".join(mismatched[:10] + [f"unexpected {k}" for k in unexpected[:10]])
         raise ValueError(
             f"The weights in {str(folder)!r} do not match the structure declared in {CONFIG_NAME} / "
-            f"config.json ({len(mismatched)} shape mismatches, {len(unexpected)} unexpected tensors): {detail}"
+            f"config.json ({len(mismatched)} shape mismatches, {len(unexpected)} unexpected tensors): "
+            f"{detail}"
         )
     model.load_state_dict(state, strict=False, assign=True)
     model.tie_weights()

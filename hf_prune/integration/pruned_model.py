@@ -60,7 +60,9 @@ class PrunedModel(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(base_model, PreTrainedModel):
-            raise TypeError(f"base_model must be a transformers PreTrainedModel, got {type(base_model).__name__}.")
+            raise TypeError(
+                f"base_model must be a transformers PreTrainedModel, got {type(base_model).__name__}."
+            )
         get_arch(base_model)  # fail early for unsupported architectures
         self.base_model = base_model
         self.pruning_config = pruning_config
@@ -238,7 +240,9 @@ class PrunedModel(nn.Module):
         """
         from hf_prune.integration.checkpoint import save_pruned
 
-        return save_pruned(self, save_directory, tokenizer=tokenizer, max_shard_size=max_shard_size, card=card)
+        return save_pruned(
+            self, save_directory, tokenizer=tokenizer, max_shard_size=max_shard_size, card=card
+        )
 
     def push_to_hub(
         self,
@@ -279,4 +283,5 @@ class PrunedModel(nn.Module):
             )
 
     def extra_repr(self) -> str:
+        """Show the method in ``print(model)``."""
         return f"method={self.report.method!r}"

@@ -44,7 +44,9 @@ class PruneContext:
                     f"Method {method!r} needs calibration data: pass calibration=CalibrationConfig(...)."
                 )
             if self.tokenizer is None:
-                raise ValueError(f"Method {method!r} needs a tokenizer to prepare calibration text: pass tokenizer=.")
+                raise ValueError(
+                    f"Method {method!r} needs a tokenizer to prepare calibration text: pass tokenizer=."
+                )
             from hf_prune.calibration.data import build_calibration_batches
 
             self.batches = build_calibration_batches(self.calibration, self.tokenizer)

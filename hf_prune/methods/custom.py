@@ -14,8 +14,9 @@ from hf_prune.report import LayerReport
 
 @dataclass
 class CustomConfig(PruningConfig):
-    """No automatic pruning: wrap a model so hand-made surgery (``remove_layers``, ``prune_heads``,
-    ``prune_neurons``) is recorded, saved and reloaded like any method's.
+    """No automatic pruning: hand-made surgery recorded, saved and reloaded like any method's.
+
+    Use ``PrunedModel.remove_layers``, ``prune_heads`` and ``prune_neurons`` on the result.
 
     Args:
         description: Free text shown in the model card.

@@ -15,7 +15,7 @@ def num_to_prune(numel: int, sparsity: float) -> int:
         numel: Number of weights in the group.
         sparsity: Fraction to remove, in ``[0, 1]``.
     """
-    return int(round(float(sparsity) * numel))
+    return round(float(sparsity) * numel)
 
 
 def unstructured_mask(scores: torch.Tensor, sparsity: float, compare: str = "layer") -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Structural primitives: masks, width shrink, depth removal, structure records."""

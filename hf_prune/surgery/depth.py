@@ -34,7 +34,9 @@ def remove_layers(model: PreTrainedModel, stack: StackSpec, indices: Sequence[in
     if len(drop) != len(list(indices)):
         raise ValueError(f"layer indices to remove must be unique, got {list(indices)}.")
     if drop and (drop[0] < 0 or drop[-1] >= n):
-        raise ValueError(f"layer indices to remove must lie in [0, {n}) for stack {stack.name!r}, got {drop}.")
+        raise ValueError(
+            f"layer indices to remove must lie in [0, {n}) for stack {stack.name!r}, got {drop}."
+        )
     if len(drop) >= n:
         raise ValueError(f"Cannot remove all {n} blocks of stack {stack.name!r}; keep at least one.")
     if not drop:

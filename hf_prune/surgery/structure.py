@@ -36,7 +36,10 @@ def _mlp_width(block: Any, stack: StackSpec) -> int:
 
 
 def read_structure(model: PreTrainedModel) -> dict[str, Any]:
-    """Return ``{stack: {"num_layers", "head_dim", "layers": [{intermediate_size, num_heads, num_kv_heads}]}}``.
+    """Return each stack's per-layer widths read off the modules.
+
+    The record is ``{stack: {"num_layers", "head_dim", "layers": [{intermediate_size, num_heads,
+    num_kv_heads}, ...]}}``.
 
     Args:
         model: A supported model (pruned or not).

@@ -136,7 +136,9 @@ def shrink_heads(model: PreTrainedModel, stack: StackSpec, layer_idx: int, keep_
     set_attention_geometry(get_submodule(block, spec.attn), len(heads), len(kv_heads), new_group, hd)
 
 
-def set_attention_geometry(attn: nn.Module, num_heads: int, num_kv_heads: int, group: int, head_dim: int) -> None:
+def set_attention_geometry(
+    attn: nn.Module, num_heads: int, num_kv_heads: int, group: int, head_dim: int
+) -> None:
     """Update the head-count attributes that attention forwards read, for every family we support.
 
     Args:
