@@ -29,6 +29,8 @@ Other metrics (``alpha``, ``entropy``, ``stable_rank``, ...) are computed by ``w
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import math
@@ -315,8 +317,10 @@ def _ww_view(module: nn.Module) -> nn.Module:
 
 def _weightwatcher(modules: Sequence[nn.Module], metric: str) -> list[float]:
     try:
-        # Optional dependency (extra "esd"): imported only when a weightwatcher metric is asked for.
-        import weightwatcher as ww
+        # Optional dependency (extra "esd"): imported only when a weightwatcher metric is asked for. It
+        # prints its backend choice on import; keep the caller's stdout clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            import weightwatcher as ww
     except ImportError:
         raise ImportError(
             f"ESD metric {metric!r} is computed with weightwatcher, which is not installed: "

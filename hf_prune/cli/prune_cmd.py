@@ -102,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
     """
     import hf_prune
 
+    if args.no_progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     config = config_from_args(args)
     calibration = None
     if args.calibration:
