@@ -18,12 +18,23 @@ from hf_prune.integration.auto import (
     AutoPrunedModelForSequenceClassification,
 )
 from hf_prune.integration.pruned_model import PrunedModel
-from hf_prune.methods import CustomConfig, MagnitudeConfig
+from hf_prune.methods import (
+    AlphaAllocation,
+    CustomConfig,
+    MagnitudeConfig,
+    OWLAllocation,
+    SparseGPTConfig,
+    WandaConfig,
+)
 from hf_prune.pipeline import prune
 from hf_prune.report import LayerReport, PruningReport
 from hf_prune.version import __version__
 
 __all__ = [
+    "AlphaAllocation",
+    "OWLAllocation",
+    "SparseGPTConfig",
+    "WandaConfig",
     "AutoPrunedModel",
     "AutoPrunedModelForCausalLM",
     "AutoPrunedModelForImageClassification",

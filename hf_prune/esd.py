@@ -8,9 +8,11 @@ NeurIPS 2024) allocates sparsity from the fitted ``alpha`` of each layer.
 Own fast estimator (``alpha_peak``, ``alpha_mid``), following AlphaPruning's ``net_esd_estimator``:
 
 * eigenvalues ``lambda = svdvals(W)^2`` in fp32 (``torch.linalg.svdvals``), matrices of equal shape
-  batched together, on CUDA when available; numerically-zero eigenvalues (singular value below
-  ``sigma_max * max(m, n) * eps_fp32``, the usual numerical-rank tolerance) are dropped, which changes
-  nothing for full-rank weights and avoids ``log(0)``;
+  batched together, on CUDA when available; singular values at or below fp32 resolution
+  (``sigma <= sigma_max * eps_fp32``, i.e. exact zeros and rounding noise of rank-deficient matrices)
+  are dropped to avoid ``log(0)``. The published code keeps every eigenvalue; the stricter
+  numerical-rank tolerance (``x max(m, n)``) would drop genuine small eigenvalues of trained weights
+  (seen on MiniLM) and move the histogram peak, so it is not used;
 * the continuous power-law MLE (Hill estimator, Clauset, Shalizi & Newman, SIAM Review 2009) for a
   tail starting at ``xmin = lambda_i``: ``alpha = 1 + n / sum_{j>=i} log(lambda_j / lambda_i)`` with
   ``n = N - i``; the fitting math runs in float64;
@@ -36,6 +38,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -158,7 +161,7 @@ def esd_eigenvalues(
             chunk = idxs[start : start + step]
             stack = torch.cat([mats[i] for i in chunk]).to(dev)
             sv = torch.linalg.svdvals(stack).reshape(len(chunk), -1).cpu().double()
-            tol = sv.amax(dim=1) * max(shape[1:]) * eps
+            tol = sv.amax(dim=1) * eps
             for j, i in enumerate(chunk):
                 s = sv[j].flatten()
                 s = s[s > tol[j]]
@@ -316,22 +319,24 @@ def _ww_view(module: nn.Module) -> nn.Module:
 
 
 def _weightwatcher(modules: Sequence[nn.Module], metric: str) -> list[float]:
-    try:
-        # Optional dependency (extra "esd"): imported only when a weightwatcher metric is asked for. It
-        # prints its backend choice on import; keep the caller's stdout clean.
-        with contextlib.redirect_stdout(io.StringIO()):
-            import weightwatcher as ww
-    except ImportError:
-        raise ImportError(
-            f"ESD metric {metric!r} is computed with weightwatcher, which is not installed: "
-            "pip install 'hf_prune[esd]' (or use metric='alpha_peak' / 'alpha_mid', built in)."
-        ) from None
-    box = nn.ModuleList([_ww_view(m) for m in modules])
     ww_logger = logging.getLogger("weightwatcher")
     level = ww_logger.level
-    ww_logger.setLevel(logging.ERROR)  # it logs every fit at WARNING/INFO
+    # weightwatcher logs its SVD backend on import and every fit at WARNING/INFO: keep callers' logs clean.
+    ww_logger.setLevel(logging.ERROR)
     try:
-        details = ww.WeightWatcher(model=box).analyze(mp_fit=metric == "mp_softrank", max_evals=50_000)
+        try:
+            # Optional dependency (extra "esd"): imported only when a weightwatcher metric is asked for.
+            with contextlib.redirect_stdout(io.StringIO()):
+                import weightwatcher as ww
+        except ImportError:
+            raise ImportError(
+                f"ESD metric {metric!r} is computed with weightwatcher, which is not installed: "
+                "pip install 'hf_prune[esd]' (or use metric='alpha_peak' / 'alpha_mid', built in)."
+            ) from None
+        box = nn.ModuleList([_ww_view(m) for m in modules])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas deprecation noise from inside weightwatcher
+            details = ww.WeightWatcher(model=box).analyze(mp_fit=metric == "mp_softrank", max_evals=50_000)
     finally:
         ww_logger.setLevel(level)
     values = [math.nan] * len(modules)

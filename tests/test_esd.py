@@ -84,7 +84,7 @@ def test_alpha_on_real_minilm_matches_float64_numpy(minilm, metric):
     rule = "peak" if metric == "alpha_peak" else "mid"
     for name, module in layers:
         expected = _numpy_alpha(module.weight.detach().numpy(), rule)
-        assert got[name] == pytest.approx(expected, rel=1e-3), name
+        assert got[name] == pytest.approx(expected, rel=1e-4), name
     values = np.array(list(got.values()))
     assert np.all(values > 1.0) and np.all(values < 20.0)
 
@@ -120,10 +120,10 @@ def test_bare_module_conv1d_and_conv2d():
     net = nn.Sequential(lin, c1, nn.Conv2d(3, 8, 3))
     assert [n for n, _ in esd_layers(net)] == ["0", "1", "2"]
     e_lin, e_c1, e_conv = esd_eigenvalues([lin, c1, net[2]], device="cpu")
-    torch.testing.assert_close(e_lin, e_c1)  # orientation does not change the spectrum
+    torch.testing.assert_close(e_lin, e_c1, rtol=1e-5, atol=1e-9)  # orientation: same spectrum
     assert e_conv.numel() == 9 * 3  # one 8x3 matrix per kernel position
     metrics = compute_esd_metrics(net, "alpha_mid", device="cpu")
-    assert metrics["0"] == pytest.approx(metrics["1"], rel=1e-9)
+    assert metrics["0"] == pytest.approx(metrics["1"], rel=1e-5)
 
 
 def test_cache_reuse_and_mismatch(tmp_path, monkeypatch):
@@ -194,8 +194,15 @@ def test_load_metric_file_formats_and_count(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_estimator_matches_cpu(minilm):
-    cpu = compute_esd_metrics(minilm, "alpha_peak", device="cpu")
-    gpu = compute_esd_metrics(minilm, "alpha_peak", device="cuda")
-    for name, value in cpu.items():
-        assert gpu[name] == pytest.approx(value, rel=1e-3)
+def test_cuda_estimator_matches_cpu():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(512, 512), nn.Linear(512, 1024), nn.Linear(1024, 512), nn.Linear(512, 512))
+    cpu = esd_eigenvalues(list(net), device="cpu")
+    gpu = esd_eigenvalues(list(net), device="cuda")
+    for a, b in zip(cpu, gpu, strict=True):
+        assert a.device.type == b.device.type == "cpu"
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6 * float(a.max()))
+    mid_cpu = compute_esd_metrics(net, "alpha_mid", device="cpu")
+    mid_gpu = compute_esd_metrics(net, "alpha_mid", device="cuda")
+    for name, value in mid_cpu.items():
+        assert mid_gpu[name] == pytest.approx(value, rel=1e-4)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from hf_prune.config import PruningConfig, register_config
 from hf_prune.methods.base import MethodEntry, PruneContext, Runner, SparsityConfig
 from hf_prune.methods.custom import CustomConfig, run_custom
-from hf_prune.methods.magnitude import MagnitudeConfig, run_magnitude
+from hf_prune.methods.magnitude import MagnitudeConfig
+from hf_prune.methods.sparsegpt import SparseGPTConfig
+from hf_prune.methods.unstructured import AlphaAllocation, OWLAllocation, UnstructuredConfig, run_unstructured
+from hf_prune.methods.wanda import WandaConfig
 from hf_prune.registry import Registry
 
 METHODS: Registry[MethodEntry] = Registry("pruning method")
@@ -23,14 +26,21 @@ def register_method(config_class: type[PruningConfig], run: Runner) -> None:
 
 
 register_method(CustomConfig, run_custom)
-register_method(MagnitudeConfig, run_magnitude)
+register_method(MagnitudeConfig, run_unstructured)
+register_method(WandaConfig, run_unstructured)
+register_method(SparseGPTConfig, run_unstructured)
 
 __all__ = [
     "METHODS",
+    "AlphaAllocation",
     "CustomConfig",
     "MagnitudeConfig",
     "MethodEntry",
+    "OWLAllocation",
     "PruneContext",
+    "SparseGPTConfig",
     "SparsityConfig",
+    "UnstructuredConfig",
+    "WandaConfig",
     "register_method",
 ]

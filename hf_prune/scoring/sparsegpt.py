@@ -118,8 +118,9 @@ def sparsegpt_prune(
     """
     _validate(weight, hessian, sparsity, prune_n, prune_m, blocksize, percdamp)
     device = weight.device
-    W = weight.detach().clone().float()
-    H = hessian.detach().to(device=device, dtype=torch.float32).clone()
+    # Contiguous fp32 copies: a transposed Conv1D view must not leak its strides into the flat indexing below.
+    W = weight.detach().to(torch.float32, copy=True).contiguous()
+    H = hessian.detach().to(device=device, dtype=torch.float32, copy=True).contiguous()
     if not torch.isfinite(W).all() or not torch.isfinite(H).all():
         raise ValueError("weight and hessian must be finite (no NaN/inf); check the calibration statistics.")
     rows, cols = W.shape
@@ -152,7 +153,7 @@ def sparsegpt_prune(
         Err1 = torch.zeros_like(W1)
         U1 = U[i1:i2, i1:i2]
         d = torch.diag(U1)
-        pruned = torch.zeros_like(W1, dtype=torch.bool)
+        pruned = torch.zeros(rows, count, dtype=torch.bool, device=device)
         if not nm:
             # Cumulative rounding: the per-block counts add up to round(sparsity * numel) exactly.
             k = num_to_prune(rows * i2, s) - num_to_prune(rows * i1, s)

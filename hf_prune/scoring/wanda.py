@@ -57,7 +57,7 @@ def wanda_mask(
     *,
     nm: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Keep-mask of Wanda: per-row exact-count selection, or N:M groups when ``nm`` is given.
+    """Keep-mask of Wanda: row-wise comparison (``unstructured_mask(..., compare="row")``) or N:M groups.
 
     Args:
         weight: Weight ``[out_features, in_features]``.

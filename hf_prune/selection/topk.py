@@ -31,22 +31,28 @@ def unstructured_mask(scores: torch.Tensor, sparsity: float, compare: str = "lay
             each output row, as Wanda does.
 
     Returns:
-        A boolean tensor shaped like ``scores``; ``True`` marks weights that are kept.
+        A boolean tensor shaped like ``scores``; ``True`` marks weights that are kept. Exactly
+        ``round(sparsity * numel)`` weights are pruned in total.
 
     Raises:
         ValueError: For a sparsity outside ``[0, 1]`` or an unknown ``compare`` mode.
     """
     if not 0.0 <= float(sparsity) <= 1.0:
         raise ValueError(f"sparsity must be in [0, 1], got {sparsity!r}.")
-    if compare == "layer":
-        flat = scores.reshape(1, -1)
-    elif compare == "row":
-        flat = scores.reshape(scores.shape[0], -1)
-    else:
+    if compare not in ("layer", "row"):
         raise ValueError(f"compare must be 'layer' or 'row', got {compare!r}.")
-    k = num_to_prune(flat.shape[1], sparsity)
+    flat = scores.reshape(1, -1) if compare == "layer" else scores.reshape(scores.shape[0], -1)
+    rows, cols = flat.shape
+    total = num_to_prune(rows * cols, sparsity)
+    # The layer's count is exact; with row-wise comparison it is spread over the rows as evenly as
+    # possible (the first `total % rows` rows prune one more), instead of rounding every row, which
+    # would miss the layer's target by up to rows/2 weights.
+    per_row = torch.full((rows,), total // rows, dtype=torch.long)
+    per_row[: total % rows] += 1
     mask = torch.ones_like(flat, dtype=torch.bool)
-    if k > 0:
+    if total > 0:
         order = torch.argsort(flat.float(), dim=1, stable=True)
-        mask.scatter_(1, order[:, :k], False)
+        ranks = torch.empty_like(order)
+        ranks.scatter_(1, order, torch.arange(cols, device=order.device).expand(rows, cols))
+        mask = ranks >= per_row.to(ranks.device).unsqueeze(1)
     return mask.reshape(scores.shape)
