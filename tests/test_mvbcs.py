@@ -69,13 +69,16 @@ def check_feasible(values, costs, budgets, order, benefit, assignments):
 
 
 def random_instance(rng, max_layers=12, max_verifiers=4):
+    """A random instance plus the set of edge cases it contains."""
     n = int(rng.integers(0, max_layers + 1))
     m = int(rng.integers(1, max_verifiers + 1))
+    tags = set()
     kind = rng.integers(0, 4)
     if kind == 0:
         values = rng.integers(0, 6, n).astype(float)  # many exact ties and zeros
     elif kind == 1:
         values = np.full(n, float(rng.integers(0, 3)))  # all equal (maybe all zero)
+        tags.add("all_equal")
     else:
         values = rng.random(n) * 10
     costs = rng.integers(1, 10, n).astype(float) if rng.random() < 0.7 else rng.random(n) * 9 + 0.1
@@ -85,34 +88,42 @@ def random_instance(rng, max_layers=12, max_verifiers=4):
         r = rng.random()
         if r < 0.15:
             budgets.append(0.0)
+            tags.add("zero_budget")
         elif r < 0.4 and n:
             s = int(rng.integers(0, n))
             e = int(rng.integers(s, n))
             budgets.append(sum(costs[s : e + 1].tolist()))  # exactly a run's cost: boundary case
+            tags.add("exact_budget")
         else:
             budgets.append(float(rng.random() * total * 0.6))
     if n and rng.random() < 0.2:
         costs[int(rng.integers(0, n))] = max(budgets) + 1.0  # a layer no verifier can take
-    return values.tolist(), costs.tolist(), budgets
+        tags.add("too_costly")
+    return values.tolist(), costs.tolist(), budgets, tags
 
 
 @pytest.mark.parametrize("order", ["fixed", "any"])
 def test_matches_exhaustive_search_on_random_instances(order):
     rng = np.random.default_rng(1234 if order == "fixed" else 4321)
     n_instances = 1100  # per order: 2,200 in total
+    seen = dict.fromkeys(("all_equal", "zero_budget", "exact_budget", "too_costly"), 0)
     for _ in range(n_instances):
-        values, costs, budgets = random_instance(rng)
+        values, costs, budgets, tags = random_instance(rng)
+        for tag in tags:
+            seen[tag] += 1
         benefit, assignments = solve_mvbcs(values, costs, budgets, order=order)
         expected = brute_force(values, costs, budgets, order)
         assert math.isclose(benefit, expected, rel_tol=1e-9, abs_tol=1e-9), (values, costs, budgets)
         check_feasible(values, costs, budgets, order, benefit, assignments)
+    # every edge case was exercised many times
+    assert min(seen.values()) >= 100, seen
 
 
 def test_any_order_never_worse_than_fixed_and_sometimes_better():
     rng = np.random.default_rng(7)
     strictly_better = 0
     for _ in range(300):
-        values, costs, budgets = random_instance(rng, max_layers=10, max_verifiers=3)
+        values, costs, budgets, _ = random_instance(rng, max_layers=10, max_verifiers=3)
         fixed, _ = solve_mvbcs(values, costs, budgets, order="fixed")
         anyo, _ = solve_mvbcs(values, costs, budgets, order="any")
         assert anyo >= fixed - 1e-9
@@ -229,10 +240,11 @@ def test_matches_plain_deque_dp_on_long_instances():
         return f[n]
 
     rng = np.random.default_rng(5)
-    for n, m in [(3000, 5), (1000, 16), (2000, 1)]:
+    # wide windows (hundreds of layers) and narrow ones (a few layers) take different checkpoint paths
+    for n, m, hi in [(3000, 5, 0.1), (1000, 16, 0.1), (2000, 1, 0.1), (2000, 6, 0.004)]:
         values = rng.random(n)
         costs = rng.integers(1, 1000, n)
-        budgets = rng.uniform(0.0, 0.1, m) * costs.sum()
+        budgets = rng.uniform(0.0, hi, m) * costs.sum()
         benefit, assignments = solve_mvbcs(values, costs, budgets)
         assert math.isclose(benefit, deque_dp(values, costs, budgets), rel_tol=1e-9)
         check_feasible(values.tolist(), costs.tolist(), budgets.tolist(), "fixed", benefit, assignments)

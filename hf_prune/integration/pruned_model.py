@@ -270,17 +270,12 @@ class PrunedModel(nn.Module):
         Returns:
             The ``huggingface_hub`` commit info.
         """
-        import tempfile
+        from hf_prune.integration.hub import push_pruned
 
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = self.save_pretrained(Path(tmp) / "model", tokenizer=tokenizer)
-            api.create_repo(repo_id, private=private, exist_ok=True)
-            return api.upload_folder(
-                repo_id=repo_id, folder_path=folder, revision=revision, commit_message=commit_message
-            )
+        return push_pruned(
+            self, repo_id, tokenizer=tokenizer, private=private, token=token, revision=revision,
+            commit_message=commit_message,
+        )
 
     def extra_repr(self) -> str:
         """Show the method in ``print(model)``."""

@@ -20,6 +20,7 @@ import platform
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -174,9 +175,13 @@ def environment_info() -> dict[str, Any]:
                     break
     except OSError:
         info["cpu"] = platform.processor() or None
-    for mod in ("scipy", "torch"):
-        module = sys.modules.get(mod)
-        info[mod] = getattr(module, "__version__", None) if module is not None else None
+    for dist in ("scipy", "torch", "transformers"):
+        try:  # package metadata gives the version without importing the package
+            info[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            info[dist] = None
+    torch = sys.modules.get("torch")
+    info["torch_threads"] = torch.get_num_threads() if torch is not None else None
     from hf_prune.version import __version__
 
     info["hf_prune"] = __version__

@@ -165,23 +165,43 @@ def _window(prefix: np.ndarray, budget: float | int) -> _Window:
     n = prefix.shape[0]  # L + 1 boundaries
     lo = np.searchsorted(prefix, prefix - budget, side="left")
     idx = np.arange(n)
-    if np.array_equal(lo, idx):
+    widths = idx - lo
+    if not widths.any():
         return _Window(lo, np.empty(0), np.empty(0), trivial=True)
     # Greedy checkpoints: every window [lo[j], j] must contain exactly one checkpoint. Start at 0; the
-    # next checkpoint is the first j whose window no longer reaches back to the current one.
-    nxt = np.searchsorted(lo, idx, side="right").tolist()
+    # next checkpoint is the first j whose window no longer reaches back to the current one. Their number
+    # is about L / (mean window width), so wide windows take a few scalar searches and narrow ones one
+    # vectorized search over all positions.
     checkpoints = []
     c = 0
-    while c < n:
-        checkpoints.append(c)
-        c = nxt[c]
-    cps = np.asarray(checkpoints)
-    # Prefix segment k = [cps[k], cps[k+1]); suffix segment k = (cps[k-1], cps[k]); positions after the
-    # last checkpoint form one more suffix segment that is never queried.
-    pre_seg = np.searchsorted(cps, idx, side="right") - 1
-    suf_seg = np.searchsorted(cps, idx, side="left")
+    if widths.mean() >= 32:
+        while c < n:
+            checkpoints.append(c)
+            c = int(np.searchsorted(lo, c, side="right"))
+    else:
+        nxt = np.searchsorted(lo, idx, side="right").tolist()
+        while c < n:
+            checkpoints.append(c)
+            c = nxt[c]
+    is_cp = np.zeros(n, dtype=np.int64)
+    is_cp[checkpoints] = 1
+    # Prefix segment k = [cps[k], cps[k+1]) (label: checkpoints <= j, minus one); suffix segment
+    # k = (cps[k-1], cps[k]] (label: checkpoints < j); positions after the last checkpoint form one more
+    # suffix segment that is never queried.
+    seen = np.cumsum(is_cp)
+    pre_seg = seen - 1
+    suf_seg = seen - is_cp
     # Reversed, the suffix labels must be non-decreasing, hence the negation.
     return _Window(lo, pre_seg.astype(np.float64), (-suf_seg[::-1]).astype(np.float64), trivial=False)
+
+
+def _windows(prefix: np.ndarray, budgets: list[float | int]) -> list[_Window]:
+    # Verifiers with equal budgets share one (read-only) window structure.
+    cache: dict[float | int, _Window] = {}
+    for b in budgets:
+        if b not in cache:
+            cache[b] = _window(prefix, b)
+    return [cache[b] for b in budgets]
 
 
 def _window_max(h: np.ndarray, win: _Window) -> np.ndarray:
@@ -211,7 +231,7 @@ def _solve_fixed(
 ) -> list[Assignment]:
     n_layers = v.shape[0]
     p = np.concatenate(([0.0], np.cumsum(v)))
-    windows = [_window(prefix, b) for b in budgets]
+    windows = _windows(prefix, budgets)
     m = len(budgets)
     f = np.zeros((m + 1, n_layers + 1))
     g = np.zeros((m, n_layers + 1))
@@ -239,7 +259,7 @@ def _solve_any(
     n_layers = v.shape[0]
     m = len(budgets)
     p = np.concatenate(([0.0], np.cumsum(v)))
-    windows = [_window(prefix, b) for b in budgets]
+    windows = _windows(prefix, budgets)
     n_sets = 1 << m
     popcount = np.array([bin(s).count("1") for s in range(n_sets)])
     f = np.zeros((n_sets, n_layers + 1))
