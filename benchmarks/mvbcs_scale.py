@@ -143,7 +143,11 @@ def main():
     )
 
     # ---------------------------------------------------------------- time vs L
-    sizes = [6_250, 25_000, 100_000, 400_000] if args.quick else [3_125, 6_250, 12_500, 25_000, 50_000, 100_000, 200_000, 400_000]
+    sizes = (
+        [6_250, 25_000, 100_000, 400_000]
+        if args.quick
+        else [3_125, 6_250, 12_500, 25_000, 50_000, 100_000, 200_000, 400_000]
+    )
     rows = []
     for n in sizes:
         v, c, b = make_instance(n, 16, seed=1)
@@ -157,7 +161,10 @@ def main():
         "slope_L_ge_25000": slope([xs[i] for i in big], [ys[i] for i in big]),
     }
     table("time vs L (M=16)", ["L", "best s"], rows)
-    print(f"log-log slope vs L: {result['vs_L']['slope']:.3f} (L >= 25k: {result['vs_L']['slope_L_ge_25000']:.3f})")
+    print(
+        f"log-log slope vs L: {result['vs_L']['slope']:.3f} "
+        f"(L >= 25k: {result['vs_L']['slope_L_ge_25000']:.3f})"
+    )
 
     # ---------------------------------------------------------------- time vs M
     ms = [1, 4, 16, 64] if args.quick else [1, 2, 4, 8, 16, 32, 64]
@@ -195,7 +202,10 @@ def main():
         "extrapolated_naive_s_at_L_100000": extrapolated,
     }
     table("straightforward O(M*L^2) DP vs ours (M=16)", ["L", "naive s", "ours s", "speedup"], rows)
-    print(f"log-log slope of the naive DP vs L: {naive_slope:.3f}; extrapolated to L=100,000: {extrapolated:,.0f} s")
+    print(
+        f"log-log slope of the naive DP vs L: {naive_slope:.3f}; "
+        f"extrapolated to L=100,000: {extrapolated:,.0f} s"
+    )
 
     # ---------------------------------------------------------------- order="any"
     any_ms = [2, 4, 6, 8] if args.quick else [2, 4, 6, 8, 10, 11, 12]

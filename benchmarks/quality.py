@@ -20,7 +20,15 @@ from typing import Any
 import torch
 
 from benchmarks.common import print_table, write_results
-from hf_prune import AlphaAllocation, CalibrationConfig, MagnitudeConfig, OWLAllocation, PruningConfig, prune, zoo
+from hf_prune import (
+    AlphaAllocation,
+    CalibrationConfig,
+    MagnitudeConfig,
+    OWLAllocation,
+    PruningConfig,
+    prune,
+    zoo,
+)
 from hf_prune.evaluation import perplexity
 
 
@@ -42,26 +50,50 @@ def run_model(name: str, args: argparse.Namespace, calib_file: Path) -> list[dic
     heldout = zoo.get_eval_texts("heldout")
 
     def ppl(model: Any) -> float:
-        return perplexity(model, tok, heldout, seqlen=args.seqlen, max_windows=args.eval_windows, progress=False)
+        return perplexity(
+            model, tok, heldout, seqlen=args.seqlen, max_windows=args.eval_windows, progress=False
+        )
 
-    rows = [{"model": name, "method": "dense", "allocation": "-", "sparsity": 0.0, "seeds": 1,
-             "ppl_mean": ppl(dense), "ppl_std": 0.0, "seconds": 0.0}]
+    rows = [
+        {
+            "model": name,
+            "method": "dense",
+            "allocation": "-",
+            "sparsity": 0.0,
+            "seeds": 1,
+            "ppl_mean": ppl(dense),
+            "ppl_std": 0.0,
+            "seconds": 0.0,
+        }
+    ]
     for method, alloc, sparsity, cfg in _configs(args.sparsities, args.high):
         data_free = method == "magnitude" and alloc != "owl"
         seeds = [0] if data_free else list(range(args.seeds))
         values, t0 = [], time.perf_counter()
         for seed in seeds:
             model = copy.deepcopy(dense)
-            calib = CalibrationConfig(dataset=str(calib_file), nsamples=args.nsamples, seqlen=args.seqlen, seed=seed)
+            calib = CalibrationConfig(
+                dataset=str(calib_file), nsamples=args.nsamples, seqlen=args.seqlen, seed=seed
+            )
             pm = prune(model, cfg, calibration=None if data_free else calib, tokenizer=tok, progress=False)
             values.append(ppl(pm))
-        rows.append({
-            "model": name, "method": method, "allocation": alloc, "sparsity": sparsity, "seeds": len(seeds),
-            "ppl_mean": statistics.mean(values), "ppl_std": statistics.pstdev(values) if len(values) > 1 else 0.0,
-            "seconds": (time.perf_counter() - t0) / len(seeds), "ppl_values": values,
-        })
-        print(f"{name} {method:<9} {alloc:<7} {sparsity:.2f}: ppl {rows[-1]['ppl_mean']:.3f} ± {rows[-1]['ppl_std']:.3f}",
-              flush=True)
+        rows.append(
+            {
+                "model": name,
+                "method": method,
+                "allocation": alloc,
+                "sparsity": sparsity,
+                "seeds": len(seeds),
+                "ppl_mean": statistics.mean(values),
+                "ppl_std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+                "seconds": (time.perf_counter() - t0) / len(seeds),
+                "ppl_values": values,
+            }
+        )
+        print(
+            f"{name} {method:<9} {alloc:<7} {sparsity:.2f}: ppl {rows[-1]['ppl_mean']:.3f} ± {rows[-1]['ppl_std']:.3f}",
+            flush=True,
+        )
     return rows
 
 
@@ -83,7 +115,9 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for name in args.models:
         rows.extend(run_model(name, args, calib_file))
-    print_table(rows, ["model", "method", "allocation", "sparsity", "seeds", "ppl_mean", "ppl_std", "seconds"])
+    print_table(
+        rows, ["model", "method", "allocation", "sparsity", "seeds", "ppl_mean", "ppl_std", "seconds"]
+    )
     write_results("quality", {"args": vars(args), "rows": rows})
 
 

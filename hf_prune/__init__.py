@@ -19,6 +19,9 @@ from hf_prune.integration.auto import (
 )
 from hf_prune.integration.pruned_model import PrunedModel
 from hf_prune.methods import (
+    AFRConfig,
+    ReferSVDConfig,
+    SNIPConfig,
     AlphaAllocation,
     CustomConfig,
     MagnitudeConfig,
@@ -31,6 +34,9 @@ from hf_prune.report import LayerReport, PruningReport
 from hf_prune.version import __version__
 
 __all__ = [
+    "AFRConfig",
+    "ReferSVDConfig",
+    "SNIPConfig",
     "AlphaAllocation",
     "OWLAllocation",
     "SparseGPTConfig",

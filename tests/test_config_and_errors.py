@@ -217,3 +217,14 @@ def test_auto_class_prunes_plain_folder(tmp_path):
         tmp_path / "dense", pruning_config=MagnitudeConfig(sparsity=0.25), progress=False
     )
     assert type(generic.base_model).__name__ == "LlamaModel"
+
+
+def test_sharded_checkpoint_round_trip(tmp_path):
+    model, fam = make_model("llama")
+    pm = prune(model, CustomConfig(), progress=False)
+    pm.prune_neurons(2, list(range(5)))
+    folder = pm.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    shards = sorted(p.name for p in folder.glob("*.safetensors"))
+    assert len(shards) > 1 and (folder / "model.safetensors.index.json").is_file()
+    again = AutoPrunedModelForCausalLM.from_pretrained(folder)
+    torch.testing.assert_close(logits(again, fam.inputs), logits(pm, fam.inputs))

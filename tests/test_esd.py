@@ -201,7 +201,7 @@ def test_cuda_estimator_matches_cpu():
     gpu = esd_eigenvalues(list(net), device="cuda")
     for a, b in zip(cpu, gpu, strict=True):
         assert a.device.type == b.device.type == "cpu"
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6 * float(a.max()))
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-6 * float(a.max()))
     mid_cpu = compute_esd_metrics(net, "alpha_mid", device="cpu")
     mid_gpu = compute_esd_metrics(net, "alpha_mid", device="cuda")
     for name, value in mid_cpu.items():

@@ -120,7 +120,7 @@ def test_minilm_real_weights(minilm, tmp_path):
     assert scores.significance.std() > 0.1
     # Feeding the file to the optimizer gives a feasible assignment.
     res = LayerSelectionOptimizer.from_layer_scores(scores, [1e6, 5e5]).solve()
-    assert res.benefit > 0 and all(c <= b for c, b in zip(res.total_cost, [1e6, 5e5]))
+    assert res.benefit > 0 and all(c <= b for c, b in zip(res.total_cost, [1e6, 5e5], strict=True))
 
 
 def test_alpha_peak_plumbing_with_stand_in_modules(tiny_llama, tmp_path, monkeypatch):
@@ -132,8 +132,15 @@ def test_alpha_peak_plumbing_with_stand_in_modules(tiny_llama, tmp_path, monkeyp
         names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "layers" in n]
         return {n: 2.0 + 0.1 * i for i, n in enumerate(names)}
 
-    def alpha_pruning_ratios(metrics, param_counts, sparsity, epsilon, mapping="block_wise", layers_per_block=None):
-        calls.update(metrics=np.asarray(metrics), params=np.asarray(param_counts), mapping=mapping, lpb=layers_per_block)
+    def alpha_pruning_ratios(
+        metrics, param_counts, sparsity, epsilon, mapping="block_wise", layers_per_block=None
+    ):
+        calls.update(
+            metrics=np.asarray(metrics),
+            params=np.asarray(param_counts),
+            mapping=mapping,
+            lpb=layers_per_block,
+        )
         m = np.asarray(metrics)
         return sparsity - epsilon + 2 * epsilon * (m - m.min()) / (m.max() - m.min())
 
@@ -144,7 +151,9 @@ def test_alpha_peak_plumbing_with_stand_in_modules(tiny_llama, tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "hf_prune.esd", esd)
     monkeypatch.setitem(sys.modules, "hf_prune.allocation", alloc)
 
-    scores = extract_layer_scores(tiny_llama, metric="alpha_peak", sparsity=0.5, epsilon=0.2, mapping="layer_wise")
+    scores = extract_layer_scores(
+        tiny_llama, metric="alpha_peak", sparsity=0.5, epsilon=0.2, mapping="layer_wise"
+    )
     data = assert_valid_file(scores, tmp_path)
     assert calls["metric"] == "alpha_peak" and calls["mapping"] == "layer_wise" and calls["lpb"] == 7
     np.testing.assert_allclose(calls["metrics"], 2.0 + 0.1 * np.arange(14))

@@ -50,9 +50,11 @@ def test_optimize_writes_assignments(scores_file, tmp_path, capsys):
     data = json.loads(out.read_text())
     benefit, assignments = solve_mvbcs(scores.significance, scores.num_parameters, [3e6, 2.5e6, 1e6])
     assert data["benefit"] == pytest.approx(benefit)
-    assert [v["assignment"] for v in data["verifiers"]] == [None if a is None else list(a) for a in assignments]
+    assert [v["assignment"] for v in data["verifiers"]] == [
+        None if a is None else list(a) for a in assignments
+    ]
     assert data["model_name"] == "toy" and data["order"] == "fixed"
-    for v, budget in zip(data["verifiers"], [3e6, 2.5e6, 1e6]):
+    for v, budget in zip(data["verifiers"], [3e6, 2.5e6, 1e6], strict=True):
         assert v["total_cost"] <= budget and v["budget"] == budget
         if v["assignment"]:
             s, e = v["assignment"]
@@ -99,7 +101,9 @@ def test_visualize_writes_figures(scores_file, tmp_path, capsys):
     assign = tmp_path / "assign.json"
     assert run_cli(["layers", "optimize", str(path), "--budgets", "3M", "2M", "-o", str(assign)]) == 0
     outdir = tmp_path / "plots"
-    code = run_cli(["layers", "visualize", str(path), "--assignments", str(assign), "--output-dir", str(outdir)])
+    code = run_cli(
+        ["layers", "visualize", str(path), "--assignments", str(assign), "--output-dir", str(outdir)]
+    )
     assert code == 0
     for name in ("significance.png", "pruning_ratios.png", "assignments.png"):
         assert (outdir / name).stat().st_size > 1000
@@ -130,7 +134,10 @@ def test_extract_from_a_saved_model(tmp_path, capsys):
 
 def test_benchmark_cli_on_synthetic_table(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert run_cli(["layers", "benchmark", "--num-cases", "3", "--num-verifiers", "3", "--output", str(out)]) == 0
+    assert (
+        run_cli(["layers", "benchmark", "--num-cases", "3", "--num-verifiers", "3", "--output", str(out)])
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["summary"]["alpha_pruning"]["optimal_cases"] == 3
     assert len(list((out / "cases").glob("case_*.json"))) == 3
@@ -168,7 +175,9 @@ def test_benchmark_reference_is_optimal_and_proxies_are_not_better(scores_file):
         fraction_range=(0.1, 0.3),
     )
     assert [c["budgets"] for c in again.cases] == [c["budgets"] for c in report.cases]
-    assert [c["strategies"]["random"] for c in again.cases] == [c["strategies"]["random"] for c in report.cases]
+    assert [c["strategies"]["random"] for c in again.cases] == [
+        c["strategies"]["random"] for c in report.cases
+    ]
 
 
 def test_parse_budget():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -59,7 +60,7 @@ def check_feasible(values, costs, budgets, order, benefit, assignments):
         assert sum(costs[s : e + 1]) <= budgets[v] + 8 * np.finfo(float).eps * sum(costs), (v, a)
         taken.append((s, e, v))
     spans = sorted(taken)
-    for (s1, e1, _), (s2, _, _) in zip(spans, spans[1:]):
+    for (_, e1, _), (s2, _, _) in itertools.pairwise(spans):
         assert e1 < s2, f"runs overlap: {spans}"
     if order == "fixed":
         # sorted by position, the verifier indices must increase
@@ -155,7 +156,9 @@ def milp_optimum(values, costs, budgets):
     n, m = len(values), len(budgets)
     pc = np.concatenate(([0], np.cumsum(costs)))
     pv = np.concatenate(([0.0], np.cumsum(values)))
-    runs = [(v, s, e) for v in range(m) for s in range(n) for e in range(s, n) if pc[e + 1] - pc[s] <= budgets[v]]
+    runs = [
+        (v, s, e) for v in range(m) for s in range(n) for e in range(s, n) if pc[e + 1] - pc[s] <= budgets[v]
+    ]
     k = len(runs)
     if k == 0:
         return 0.0
@@ -279,9 +282,7 @@ def test_float_costs_and_budgets_are_supported():
 
 
 def test_optimizer_result_and_to_dict():
-    opt = LayerSelectionOptimizer(
-        [1, 5, 5, 1], [10, 20, 20, 10], [40, 10], layer_names=["a", "b", "c", "d"]
-    )
+    opt = LayerSelectionOptimizer([1, 5, 5, 1], [10, 20, 20, 10], [40, 10], layer_names=["a", "b", "c", "d"])
     res = opt.solve()
     assert isinstance(res, SelectionResult)
     assert res.benefit == 11.0

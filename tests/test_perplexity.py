@@ -81,12 +81,16 @@ def test_dataset_forms_give_the_same_value(model, tokenizer, tmp_path):
     as_string = perplexity(model, tokenizer, "\n\n".join(TEXTS), seqlen=16, progress=False)
     as_str_path = perplexity(model, tokenizer, str(path), seqlen=16, progress=False)
     as_path = perplexity(model, tokenizer, path, seqlen=16, progress=False)
+    raw = tmp_path / "wiki.test.raw"
+    raw.write_text("\n\n".join(TEXTS), encoding="utf-8")
+    as_raw_path = perplexity(model, tokenizer, str(raw), seqlen=16, progress=False)
     as_dataset = perplexity(
         model, tokenizer, datasets.Dataset.from_dict({"text": TEXTS}), seqlen=16, progress=False
     )
     assert as_string == reference
     assert as_str_path == reference
     assert as_path == reference
+    assert as_raw_path == reference
     assert as_dataset == reference
 
 

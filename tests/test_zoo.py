@@ -204,3 +204,37 @@ def _quiet(build):
         return build(*args, progress=False, **kwargs)
 
     return run
+
+
+def test_llava_tiny_reuses_the_trained_language_model(tiny_llama, monkeypatch):
+    from transformers import AutoProcessor
+
+    from hf_prune.zoo.build_llava import CAPTIONS, shape_dataset
+
+    recipe = dataclasses.replace(
+        ZOO_MODELS["llava-tiny"],
+        max_steps=3,
+        max_eval_windows=12,
+        extra={**ZOO_MODELS["llava-tiny"].extra, "train_images": 48, "heldout_images": 12},
+    )
+    monkeypatch.setitem(ZOO_MODELS, "llava-tiny", recipe)
+    monkeypatch.setattr(zoo_build, "build_zoo_model", _quiet(zoo_build.build_zoo_model))
+    model, tokenizer = load_zoo_model("llava-tiny")
+    llama, _ = load_zoo_model("llama-gqa-small")
+    ours, theirs = model.model.language_model.state_dict(), llama.model.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[key], theirs[key]) for key in ours)
+    assert torch.equal(model.lm_head.weight, llama.lm_head.weight)
+
+    model_dir = zoo_build.cache_root() / "llava-tiny"
+    metrics = json.loads((model_dir / "zoo_metrics.json").read_text())
+    assert metrics["evaluation"][0]["baseline"] == pytest.approx(1 / len(CAPTIONS))
+    processor = AutoProcessor.from_pretrained(model_dir)
+    image, _ = shape_dataset(1, seed=3)[0]
+    batch = processor(images=[image], text=["<image>\na red circle."], return_tensors="pt")
+    assert int((batch["input_ids"] == model.config.image_token_id).sum()) == model.config.image_seq_length
+    assert model(**batch).logits.shape[:2] == batch["input_ids"].shape
+
+    # The llava cache depends on the language model's recipe: changing it makes llava-tiny stale.
+    monkeypatch.setitem(ZOO_MODELS, "llama-gqa-small", dataclasses.replace(tiny_llama, seed=5))
+    assert "different recipe" in verify_model_dir(model_dir, recipe)

@@ -188,7 +188,9 @@ def _benchmark(args: argparse.Namespace) -> int:
     if model is not None:
         wn = extract_layer_scores(model, metric="weight_norm")
         if scores is not None and wn.layer_names != scores.layer_names:
-            raise _UserError(f"the layers of --model {args.model} do not match those of --scores {args.scores}.")
+            raise _UserError(
+                f"the layers of --model {args.model} do not match those of --scores {args.scores}."
+            )
         weight_norm = wn.significance
     if scores is None:
         table = synthetic_layer_table(seed=args.seed)

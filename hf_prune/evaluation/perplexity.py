@@ -49,9 +49,10 @@ def load_texts(dataset: Any) -> str:
     r"""Turn any accepted ``dataset`` value into the single string that is tokenized.
 
     Args:
-        dataset: A list/tuple of strings (joined with ``"\n\n"``), a single string, a path
-            (``str`` ending in ``.txt`` or any ``os.PathLike``) to a local UTF-8 text file, or a
-            ``datasets.Dataset`` with a ``text`` column (rows joined with ``"\n\n"``).
+        dataset: A list/tuple of strings (joined with ``"\n\n"``), a single string, a path to a local
+            UTF-8 text file (any ``os.PathLike``, or a one-line ``str`` that names an existing file or
+            ends in ``.txt``), or a ``datasets.Dataset`` with a ``text`` column (rows joined with
+            ``"\n\n"``).
 
     Returns:
         The text to tokenize.
@@ -60,9 +61,7 @@ def load_texts(dataset: Any) -> str:
         ValueError: If a path does not exist, a dataset has no ``text`` column, or the text is empty.
         TypeError: If ``dataset`` is of an unsupported type.
     """
-    if isinstance(dataset, os.PathLike) or (
-        isinstance(dataset, str) and "\n" not in dataset and dataset.endswith(".txt")
-    ):
+    if isinstance(dataset, os.PathLike) or (isinstance(dataset, str) and _looks_like_path(dataset)):
         path = Path(dataset)
         if not path.is_file():
             raise ValueError(f"dataset={str(dataset)!r} looks like a text-file path but no such file exists")
@@ -74,12 +73,15 @@ def load_texts(dataset: Any) -> str:
         if bad is not None:
             raise TypeError(f"dataset must contain only strings; found an item of type {type(bad).__name__}")
         text = _SEPARATOR.join(dataset)
-    elif hasattr(dataset, "column_names") and hasattr(dataset, "__getitem__"):
-        if "text" not in dataset.column_names:
-            raise ValueError(
-                f"dataset has columns {dataset.column_names}; a `text` column is required for perplexity"
-            )
-        text = _SEPARATOR.join(dataset["text"])
+    elif hasattr(dataset, "column_names"):
+        columns = dataset.column_names
+        if columns is not None and "text" not in columns:
+            raise ValueError(f"dataset has columns {columns}; a `text` column is required for perplexity")
+        if columns is not None and hasattr(dataset, "__len__"):
+            text = _SEPARATOR.join(dataset["text"])
+        else:
+            # Streaming (iterable) datasets may not know their columns and cannot be indexed.
+            text = _SEPARATOR.join(row["text"] for row in dataset)
     else:
         raise TypeError(
             "dataset must be a list of strings, a string, a path to a .txt file or a datasets.Dataset "
@@ -88,6 +90,14 @@ def load_texts(dataset: Any) -> str:
     if not text:
         raise ValueError("dataset is empty: there is no text to score")
     return text
+
+
+def _looks_like_path(value: str) -> bool:
+    # A one-line string naming an existing file is a path; so is anything ending in ".txt" (so a
+    # mistyped file name fails loudly instead of being scored as a 12-character text).
+    if "\n" in value or len(value) > 4096:
+        return False
+    return value.endswith(".txt") or os.path.isfile(value)
 
 
 def encode_dataset(tokenizer: Callable[..., Any], dataset: Any) -> torch.Tensor:

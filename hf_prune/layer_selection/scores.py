@@ -196,7 +196,9 @@ class LayerScores:
         bad = ~np.isfinite(ratios) | (ratios < 0) | (ratios > 1)
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"pruning ratios must lie in [0, 1], but layer {k} ({names[k]}) has {ratios[k]}.")
+            raise ValueError(
+                f"pruning ratios must lie in [0, 1], but layer {k} ({names[k]}) has {ratios[k]}."
+            )
         params = np.asarray(num_parameters, dtype=np.int64)
         sig = 1.0 - ratios
         layers = [
@@ -345,11 +347,15 @@ class LayerScores:
             if layer.index != i:
                 raise ValueError(f"Invalid layer scores: layers[{i}] has index {layer.index}.")
             if layer.num_parameters <= 0:
-                raise ValueError(f"Invalid layer scores: layers[{i}] has num_parameters={layer.num_parameters}.")
-            if not (0.0 <= layer.significance_score <= 1.0 and math.isfinite(layer.significance_score)):
                 raise ValueError(
-                    f"Invalid layer scores: layers[{i}] has significance_score={layer.significance_score}."
+                    f"Invalid layer scores: layers[{i}] has num_parameters={layer.num_parameters}."
                 )
+            for key in ("significance_score", "pruning_ratio"):
+                value = getattr(layer, key)
+                if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                    raise ValueError(
+                        f"Invalid layer scores: layers[{i}] has {key}={value} (must be in [0, 1])."
+                    )
         return scores
 
     def save(self, path: str | Path, indent: int | None = 2) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hf_prune.config import PruningConfig, register_config
 from hf_prune.methods.base import MethodEntry, PruneContext, Runner, SparsityConfig
 from hf_prune.methods.custom import CustomConfig, run_custom
+from hf_prune.methods.first_order import AFRConfig, ReferSVDConfig, SNIPConfig
 from hf_prune.methods.magnitude import MagnitudeConfig
 from hf_prune.methods.sparsegpt import SparseGPTConfig
 from hf_prune.methods.unstructured import AlphaAllocation, OWLAllocation, UnstructuredConfig, run_unstructured
@@ -29,9 +30,15 @@ register_method(CustomConfig, run_custom)
 register_method(MagnitudeConfig, run_unstructured)
 register_method(WandaConfig, run_unstructured)
 register_method(SparseGPTConfig, run_unstructured)
+register_method(SNIPConfig, run_unstructured)
+register_method(AFRConfig, run_unstructured)
+register_method(ReferSVDConfig, run_unstructured)
 
 __all__ = [
     "METHODS",
+    "AFRConfig",
+    "ReferSVDConfig",
+    "SNIPConfig",
     "AlphaAllocation",
     "CustomConfig",
     "MagnitudeConfig",

@@ -115,7 +115,8 @@ class UnstructuredConfig(SparsityConfig):
         default="uniform", metadata={"help": "'uniform', 'global', AlphaAllocation, OWLAllocation."}
     )
 
-    #: Statistics the scorer needs: "" (none), "sq_norm" (Wanda) or "hessian" (SparseGPT).
+    #: Statistics the scorer needs: "" (none), "sq_norm" (Wanda), "hessian" (SparseGPT) or "grad"
+    #: (first-order methods; their ``objectives`` say which losses).
     needs: ClassVar[str] = ""
     #: Comparison group of the scores: "layer" or "row" (Wanda).
     compare: ClassVar[str] = "layer"
@@ -165,6 +166,17 @@ class UnstructuredConfig(SparsityConfig):
             stats: Collected statistics keyed by kind (``"sq_norm"``, ``"hessian"``).
         """
         raise NotImplementedError
+
+    def score_group(self, weights: list[torch.Tensor], stats: list[dict[str, Any]]) -> list[torch.Tensor]:
+        """Scores of several layers compared together (``"global"`` allocation).
+
+        Methods whose scores are standardized over the compared group (AFR) override this.
+
+        Args:
+            weights: ``[out, in]`` weights.
+            stats: Their statistics.
+        """
+        return [self.score(w, s) for w, s in zip(weights, stats, strict=True)]
 
     def prune_layer(self, module: nn.Module, ratio: float, stats: dict[str, StatCollector]) -> torch.Tensor:
         """Prune one projection to ``ratio`` and return the scores used (for the report).
@@ -260,8 +272,35 @@ def _calibrated_pass(
         )
 
 
-def _allocate(
+def _gradient_stats(
     model: PreTrainedModel, config: UnstructuredConfig, refs: list[LinearRef], ctx: PruneContext
+) -> list[dict[str, Any]]:
+    """Accumulated gradients of every objective the method needs, per target."""
+    from hf_prune.calibration.gradients import accumulate_gradients
+    from hf_prune.scoring.refer_svd import representation_svd_loss
+
+    batches = ctx.get_batches(config.method)
+    stats: list[dict[str, Any]] = [{} for _ in refs]
+    for objective in getattr(config, "objectives", ("ce",)):
+        grads = accumulate_gradients(
+            model,
+            batches,
+            [r.module for r in refs],
+            objective,
+            rep_loss=representation_svd_loss,
+            progress=ctx.progress,
+        )
+        for st, g in zip(stats, grads, strict=True):
+            st[f"grad_{objective}"] = g
+    return stats
+
+
+def _allocate(
+    model: PreTrainedModel,
+    config: UnstructuredConfig,
+    refs: list[LinearRef],
+    ctx: PruneContext,
+    grad_stats: list[dict[str, Any]] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-target sparsity ratios and per-layer allocation metrics (for the report)."""
     from hf_prune.allocation import alpha_pruning_ratios, global_threshold_ratios, owl_ratios
@@ -293,6 +332,8 @@ def _allocate(
             scores[i] = wanda_scores(weight_out_in(refs[i].module).detach(), sq.sum_sq)
 
         _calibrated_pass(model, refs, "sq_norm", ctx, config.method, keep_wanda, recompute=False)
+    elif grad_stats is not None:
+        scores = list(config.score_group([weight_out_in(r.module).detach() for r in refs], grad_stats))
     elif config.needs:
 
         def keep_scores(i: int, stats: dict[str, StatCollector]) -> None:
@@ -349,7 +390,8 @@ def run_unstructured(
         One report row per projection (metric, ratio asked, measured sparsity, score summary).
     """
     refs = resolve_targets(model, config.target_modules, config.exclude_modules)
-    ratios, alloc_info = _allocate(model, config, refs, ctx)
+    grad_stats = _gradient_stats(model, config, refs, ctx) if config.needs == "grad" else None
+    ratios, alloc_info = _allocate(model, config, refs, ctx, grad_stats)
     rows: list[LayerReport | None] = [None] * len(refs)
     metric_values = alloc_info.get("values")
 
@@ -374,7 +416,11 @@ def run_unstructured(
             block=ref.block_idx if ref.block_idx >= 0 else None,
         )
 
-    if config.needs:
+    if grad_stats is not None:
+        with torch.no_grad():
+            for i in range(len(refs)):
+                prune_one(i, grad_stats[i])
+    elif config.needs:
         _calibrated_pass(model, refs, config.needs, ctx, config.method, prune_one, recompute=True)
     else:
         with torch.no_grad():

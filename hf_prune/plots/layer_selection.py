@@ -95,7 +95,7 @@ def plot_layer_significance(scores: Any, save_path: str | Path | None = None) ->
     ax_raw.set_title(f"{scores.model_name}: per-layer significance ({metric})")
     _per_layer(ax_norm, x, normalized, kinds, sns)
     ax_norm.plot(x, sig, color="black", linewidth=0.8, label="significance (1 - ratio)")
-    ax_norm.set_ylabel("min-max normalized\nsignificance")
+    ax_norm.set_ylabel("significance\n(bars: min-max normalized,\nline: 1 - pruning ratio)")
     ax_norm.set_xlabel("layer index (module order)")
     for ax in (ax_raw, ax_norm):
         for edge in _block_edges(scores):
@@ -129,7 +129,9 @@ def plot_pruning_ratios(scores: Any, save_path: str | Path | None = None) -> Fig
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("layer index (module order)")
     ax.set_ylabel("pruning ratio")
-    ax.set_title(f"{scores.model_name}: pruning ratios ({scores.metadata.get('metric', '?')}; black = block mean)")
+    ax.set_title(
+        f"{scores.model_name}: pruning ratios ({scores.metadata.get('metric', '?')}; black = block mean)"
+    )
     return _save(fig, save_path)
 
 
@@ -216,7 +218,9 @@ def plot_strategy_comparison(report: Any, save_path: str | Path | None = None) -
         # seaborn 0.13 still passes matplotlib's deprecated ``vert=`` to ``bxp``; nothing to fix on our side.
         warnings.simplefilter("ignore", MatplotlibDeprecationWarning)
         sns.boxplot(x=xs, y=ys, order=names, ax=ax, color="white", showfliers=False, width=0.55)
-    sns.stripplot(x=xs, y=ys, order=names, ax=ax, hue=xs, hue_order=names, palette="deep", size=4, legend=False)
+    sns.stripplot(
+        x=xs, y=ys, order=names, ax=ax, hue=xs, hue_order=names, palette="deep", size=4, legend=False
+    )
     ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
     s = data["settings"]
     ax.set_ylabel("reference benefit / optimum")

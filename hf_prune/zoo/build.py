@@ -238,13 +238,27 @@ def build_zoo_model(
                 "versions": versions,
             },
         )
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
+        _install(staging, output, recipe)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return output
+
+
+def _install(staging: Path, output: Path, recipe: ZooRecipe) -> None:
+    # os.replace cannot overwrite a non-empty folder, so the old copy is removed first. Another process
+    # (a parallel test run, another user of the cache) may install the same model in between; its
+    # copy is kept when valid and this build is discarded.
+    for _ in range(3):
+        if output.exists():
+            shutil.rmtree(output, ignore_errors=True)
+        try:
+            os.replace(staging, output)
+            return
+        except OSError:
+            if output.exists() and verify_model_dir(output, recipe) is None:
+                return
+    raise OSError(f"could not move the finished build {staging} to {output}")
 
 
 def _load(model_dir: Path, recipe: ZooRecipe) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:

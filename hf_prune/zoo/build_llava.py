@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from PIL import Image, ImageDraw
+from transformers import CLIPImageProcessorPil as _ImageProcessor
 from transformers import (
     CLIPVisionConfig,
     LlavaConfig,
@@ -25,7 +26,6 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
-from transformers import CLIPImageProcessorPil as _ImageProcessor
 
 from hf_prune.zoo.recipes import ZooRecipe
 from hf_prune.zoo.training import deterministic_build, train_loop
@@ -73,7 +73,9 @@ def render_shape(shape: str, colour: str, rng: random.Random, size: int = 32) ->
     elif shape == "square":
         draw.rectangle(box, fill=fill)
     else:
-        draw.polygon([(x0 + extent // 2, y0), (x0, y0 + extent - 1), (x0 + extent - 1, y0 + extent - 1)], fill=fill)
+        draw.polygon(
+            [(x0 + extent // 2, y0), (x0, y0 + extent - 1), (x0 + extent - 1, y0 + extent - 1)], fill=fill
+        )
     return image
 
 
@@ -220,14 +222,17 @@ def build_llava(
             param.requires_grad_(False)
 
         def next_batch(step: int) -> dict[str, torch.Tensor]:
-            picks = [train_items[(step * recipe.batch_size + k) % len(train_items)] for k in range(recipe.batch_size)]
+            picks = [
+                train_items[(step * recipe.batch_size + k) % len(train_items)]
+                for k in range(recipe.batch_size)
+            ]
             return _batch(processor, [p[0] for p in picks], [CAPTIONS[p[1]] for p in picks], eos)
 
         losses = train_loop(model, recipe, max_steps, next_batch, progress=progress)
         train_time = time.perf_counter() - start
         for param in model.parameters():
             param.requires_grad_(True)
-        accuracy = caption_accuracy(model, processor, heldout_items)
+        accuracy = caption_accuracy(model, processor, heldout_items, recipe.eval_batch_size)
     processor.save_pretrained(output_dir)
     metrics = {
         "evaluation": [

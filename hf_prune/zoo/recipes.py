@@ -87,8 +87,13 @@ class ZooRecipe:
         Returns:
             The hex digest; a cached model whose fingerprint differs is rebuilt.
         """
-        payload = json.dumps({"build_version": BUILD_VERSION, **self.to_dict()}, sort_keys=True)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        payload: dict[str, Any] = {"build_version": BUILD_VERSION, **self.to_dict()}
+        dependency = self.extra.get("language_model")
+        if dependency is not None:
+            # A model built on top of another zoo model is stale when that model's recipe changes.
+            payload["language_model_fingerprint"] = get_recipe(str(dependency)).fingerprint()
+        text = json.dumps(payload, sort_keys=True)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 _LLAMA = ZooRecipe(
@@ -159,7 +164,35 @@ _BERT = ZooRecipe(
     extra={"base_model": "sentence-transformers/all-MiniLM-L6-v2", "chunk_lines": 6},
 )
 
-ZOO_MODELS: dict[str, ZooRecipe] = {recipe.name: recipe for recipe in (_LLAMA, _OPT, _BERT)}
+_LLAVA = ZooRecipe(
+    name="llava-tiny",
+    kind="llava",
+    model_type="llava",
+    description=(
+        "LLaVA whose language model is llama-gqa-small (frozen), with a 2-layer CLIP vision tower "
+        "(32x32 images, 8x8 patches) and projector trained to caption rendered coloured shapes"
+    ),
+    config={
+        "image_size": 32,
+        "patch_size": 8,
+        "num_channels": 3,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "projection_dim": 64,
+    },
+    batch_size=32,
+    max_steps=300,
+    learning_rate=1e-3,
+    warmup_steps=20,
+    min_lr_ratio=0.1,
+    weight_decay=0.0,
+    eval_batch_size=48,
+    extra={"language_model": "llama-gqa-small", "train_images": 2400, "heldout_images": 240},
+)
+
+ZOO_MODELS: dict[str, ZooRecipe] = {recipe.name: recipe for recipe in (_LLAMA, _OPT, _BERT, _LLAVA)}
 
 
 def list_models() -> list[str]:
