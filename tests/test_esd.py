@@ -165,7 +165,7 @@ def test_weightwatcher_metric_or_clear_import_error(monkeypatch):
     got = compute_esd_metrics(net, "stable_rank")
     for name, layer in zip(["0", "1"], net, strict=True):
         eig = np.linalg.svd(layer.weight.detach().double().numpy(), compute_uv=False) ** 2
-        assert got[name] == pytest.approx(eig.sum() / eig.max(), rel=1e-6)
+        assert got[name] == pytest.approx(eig.sum() / eig.max(), rel=1e-4)  # fp32 SVD on CUDA
     monkeypatch.setitem(sys.modules, "weightwatcher", None)  # simulate the package being absent
     with pytest.raises(ImportError, match=r"pip install 'hf_prune\[esd\]'"):
         compute_esd_metrics(net, "entropy")

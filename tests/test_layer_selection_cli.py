@@ -193,3 +193,24 @@ def test_parse_budget():
 def test_layers_without_action_returns_usage_code(capsys):
     assert run_cli(["layers"]) == 2
     assert "extract" in capsys.readouterr().err
+
+
+def test_assignments_are_recorded_in_checkpoint(tmp_path):
+    import json
+
+    from families import make_model
+
+    from hf_prune import AutoPrunedModelForCausalLM, CustomConfig, prune
+    from hf_prune.layer_selection import LayerSelectionOptimizer, extract_layer_scores
+
+    model, _ = make_model("llama")
+    scores = extract_layer_scores(model, metric="weight_norm")
+    result = LayerSelectionOptimizer.from_layer_scores(scores, [5000, 3000]).solve()
+    pm = prune(model, CustomConfig(description="verifier partition"), progress=False)
+    pm.record_layer_selection(result, scores)
+    folder = pm.save_pretrained(tmp_path / "ckpt")
+    record = json.loads((folder / "pruning_config.json").read_text())
+    assert record["report"]["assignments"] == [list(a) if a else None for a in result.assignments]
+    assert record["report"]["extra"]["layer_scores"]["num_prunable_layers"] == scores.num_prunable_layers
+    again = AutoPrunedModelForCausalLM.from_pretrained(folder)
+    assert again.report.extra["layer_selection"]["benefit"] == pytest.approx(result.benefit)

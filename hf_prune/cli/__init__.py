@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from hf_prune.cli import demo, prune_cmd, zoo
+from hf_prune.cli import demo, layers, prune_cmd, zoo
 from hf_prune.version import __version__
 
 #: Each entry adds one sub-command to the parser (``add_parser(subparsers)``).
@@ -14,6 +14,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     prune_cmd.add_parser,
     demo.add_parser,
     zoo.add_parser,
+    layers.add_parser,
 ]
 
 

@@ -1,50 +1,128 @@
-"""Model cards: rendered from ``hub_cards/`` templates with ``huggingface_hub.ModelCard``."""
+"""Model cards: rendered from ``hub_cards/`` templates with ``huggingface_hub.ModelCard``.
+
+The card has two audiences. The YAML header is for the Hub: ``library_name: hf_prune``, ``tags``
+(method, model family, kind of pruning), ``pipeline_tag``, ``base_model`` (only a Hub repo id: a
+local path would fail the Hub's validation), ``datasets`` (the calibration set, only when it is a
+Hub dataset) and ``model-index`` (``report.evaluation``'s results of the pruned model).
+
+``base_model_relation`` is deliberately left out. The Hub accepts only ``adapter``, ``merge``,
+``quantized`` and ``finetune``; none describes pruning, and writing ``finetune`` would state
+something false in machine-readable metadata. Without it the Hub infers the relation from the files
+(a single ``base_model`` and full weights), which is the closest it can represent.
+
+The body is for people: the method and its paper, the exact ``pruning_config.json``, the
+calibration data, evaluation before/after, the structure, per-layer tables, layer-selection
+assignments, the plots found in the folder, and a loading snippet that is correct for this
+checkpoint (plain transformers unless ``config.json`` needs ``per_layer_config``).
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+from collections.abc import Iterable, Mapping
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hf_prune.arch import get_arch
 from hf_prune.integration.pruned_model import PrunedModel
+from hf_prune.report import LayerReport, PruningReport
 from hf_prune.version import __version__
 
 TEMPLATE = "model_card.md"
+
+#: ``base_model_relation`` values the Hub accepts (its model-card spec); see the module docstring.
+HUB_BASE_MODEL_RELATIONS: frozenset[str] = frozenset({"adapter", "merge", "quantized", "finetune"})
+
+#: Score-summary keys shown as one "score mean" column; other keys (``alpha_peak`` ...) get a column each.
+_SUMMARY_KEYS = ("min", "max", "mean", "std")
+_MISSING = "—"
+_MAX_LAYER_ROWS = 300
+
+_PIPELINE_TAGS = {
+    "AutoPrunedModelForCausalLM": "text-generation",
+    "AutoPrunedModelForSequenceClassification": "text-classification",
+    "AutoPrunedModelForImageClassification": "image-classification",
+    "AutoPrunedModelForImageTextToText": "image-text-to-text",
+}
+_HF_AUTO = {
+    "AutoPrunedModelForCausalLM": "AutoModelForCausalLM",
+    "AutoPrunedModelForSequenceClassification": "AutoModelForSequenceClassification",
+    "AutoPrunedModelForImageClassification": "AutoModelForImageClassification",
+    "AutoPrunedModelForImageTextToText": "AutoModelForImageTextToText",
+    "AutoPrunedModel": "AutoModel",
+}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.txt")
+_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
 def _template_text(name: str = TEMPLATE) -> str:
     return resources.files("hf_prune.hub_cards").joinpath(name).read_text()
 
 
-def _uniform(values: list[int]) -> str:
-    return str(values[0]) if len(set(values)) == 1 else ", ".join(str(v) for v in values)
-
-
-def load_snippet(pruned: PrunedModel, needs_hf_prune: bool, auto_class: str) -> str:
-    """Return a Markdown code block that loads this checkpoint correctly.
+# ------------------------------------------------------------------------------------ formatting
+def fmt_number(value: Any) -> str:
+    """Format a number for a card table; a missing value is an em dash, never ``None``.
 
     Args:
-        pruned: The pruned model.
-        needs_hf_prune: Whether plain transformers cannot build the structure (``per_layer_config``).
-        auto_class: Name of the matching transformers auto class.
+        value: An int, float, string or ``None``.
+
+    Returns:
+        Integers with thousands separators, floats with 4 significant digits (6 for values near 1 that
+        differ only in later digits would be lost anyway), anything else as ``str``.
     """
-    hf_cls = auto_class.replace("AutoPrunedModel", "AutoModel")
-    if needs_hf_prune:
-        return (
-            "Layers differ in width, which transformers records in `per_layer_config` but cannot build, "
-            "so load it with hf_prune:\n\n```python\n"
-            f'from hf_prune import {auto_class}\n\nmodel = {auto_class}.from_pretrained("REPO_OR_PATH")\n```'
-        )
-    return (
-        "Plain transformers loads it (no hf_prune needed):\n\n```python\n"
-        f'from transformers import {hf_cls}\n\nmodel = {hf_cls}.from_pretrained("REPO_OR_PATH")\n```\n\n'
-        f"or, with the pruning report attached:\n\n```python\nfrom hf_prune import {auto_class}\n\n"
-        f'model = {auto_class}.from_pretrained("REPO_OR_PATH")\nprint(model.report)\n```'
-    )
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return _MISSING
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "∞" if value > 0 else "-∞"
+        if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
+            return f"{value:.4g}"
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:,.2f}"
+    text = str(value)
+    return text if text else _MISSING
+
+
+def _cell(value: Any) -> str:
+    # A pipe inside a cell would end it.
+    return fmt_number(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(headers: list[str], rows: Iterable[Iterable[Any]], align: list[str] | None = None) -> str:
+    """Render a Markdown table; returns ``""`` when there are no rows (callers then skip the section).
+
+    Args:
+        headers: Column titles.
+        rows: Cell values (formatted with :func:`fmt_number`).
+        align: Per column ``"l"`` or ``"r"`` (default: left).
+
+    Returns:
+        The table, or ``""``.
+    """
+    body = [[_cell(v) for v in row] for row in rows]
+    if not body:
+        return ""
+    align = align or ["l"] * len(headers)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _looks_like_repo_id(name: str) -> bool:
+    if not name or os.path.exists(name) or name.startswith((".", "/", "~")) or "\\" in name:
+        return False
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name) is not None and ".." not in name
 
 
 def auto_class_name(pruned: PrunedModel) -> str:
@@ -52,6 +130,9 @@ def auto_class_name(pruned: PrunedModel) -> str:
 
     Args:
         pruned: The pruned model.
+
+    Returns:
+        The class name.
     """
     name = type(pruned.base_model).__name__
     if name.endswith("ForCausalLM") or name.endswith("LMHeadModel"):
@@ -65,97 +146,618 @@ def auto_class_name(pruned: PrunedModel) -> str:
     return "AutoPrunedModel"
 
 
-def render_card(pruned: PrunedModel, record: dict[str, Any]) -> ModelCard:
+def needs_hf_prune_to_load(pruned: PrunedModel) -> bool:
+    """Whether the saved ``config.json`` carries ``per_layer_config`` (plain transformers refuses it).
+
+    Args:
+        pruned: The pruned model.
+
+    Returns:
+        ``True`` when only hf_prune can rebuild the structure.
+    """
+    from hf_prune.surgery.structure import config_dict_for_save
+
+    def has_plc(node: Any) -> bool:
+        if isinstance(node, Mapping):
+            return "per_layer_config" in node or any(has_plc(v) for v in node.values())
+        return False
+
+    return has_plc(config_dict_for_save(pruned.base_model))
+
+
+def load_snippet(
+    pruned: PrunedModel,
+    needs_hf_prune: bool,
+    auto_class: str,
+    repo: str = "REPO_OR_PATH",
+    preprocessor: str | None = None,
+) -> str:
+    """Return Markdown that loads this checkpoint correctly.
+
+    Args:
+        pruned: The pruned model.
+        needs_hf_prune: Whether plain transformers cannot build the structure (``per_layer_config``).
+        auto_class: Name of the matching ``AutoPrunedModel*`` class.
+        repo: Repo id or path written in the snippet.
+        preprocessor: ``"AutoTokenizer"`` / ``"AutoProcessor"`` when the folder ships one.
+
+    Returns:
+        Markdown with one or two code blocks.
+    """
+    hf_cls = _HF_AUTO.get(auto_class, "AutoModel")
+    pre = ""
+    pre_import = ""
+    if preprocessor:
+        pre_import = preprocessor
+        pre = f'\nprocessor = {preprocessor}.from_pretrained("{repo}")' if preprocessor == "AutoProcessor" else (
+            f'\ntokenizer = {preprocessor}.from_pretrained("{repo}")'
+        )
+    if needs_hf_prune:
+        imports = f"from hf_prune import {auto_class}"
+        if pre_import:
+            imports += f"\nfrom transformers import {pre_import}"
+        return (
+            "Layers differ in width, which `config.json` records in transformers' `per_layer_config` "
+            "schema; transformers cannot build such a model yet (it refuses with "
+            "`AmbiguousGlobalPerLayerAttributeError`), so load it with hf_prune (`pip install hf_prune`):\n\n"
+            f'```python\n{imports}\n\nmodel = {auto_class}.from_pretrained("{repo}"){pre}\n'
+            "print(model.report.summary())\n```"
+        )
+    imports = f"from transformers import {hf_cls}" + (f", {pre_import}" if pre_import else "")
+    return (
+        "Plain transformers loads it; no hf_prune needed:\n\n"
+        f'```python\n{imports}\n\nmodel = {hf_cls}.from_pretrained("{repo}"){pre}\n```\n\n'
+        "With the pruning report attached (`pip install hf_prune`):\n\n"
+        f'```python\nfrom hf_prune import {auto_class}\n\nmodel = {auto_class}.from_pretrained("{repo}")\n'
+        "print(model.report.summary())\n```"
+    )
+
+
+def calibration_hub_dataset(calibration: Mapping[str, Any] | None) -> str | None:
+    """Return the Hub dataset id behind a calibration description, if it is one.
+
+    Args:
+        calibration: ``PrunedModel.calibration`` (``CalibrationConfig.describe()``).
+
+    Returns:
+        The dataset id for the card's ``datasets`` metadata, or ``None`` (local file, in-memory texts).
+    """
+    if not calibration or not isinstance(calibration.get("dataset"), str):
+        return None
+    name = calibration["dataset"]
+    if name.startswith("<"):  # "<list of 8 texts>"
+        return None
+    try:
+        from hf_prune.calibration.data import HUB_DATASETS
+
+        if name in HUB_DATASETS:
+            return HUB_DATASETS.get(name).path
+    except ImportError:  # pragma: no cover - calibration is part of the package
+        pass
+    return name if "/" in name and _looks_like_repo_id(name) else None
+
+
+# -------------------------------------------------------------------------------- evaluation rows
+def evaluation_entries(report: PruningReport) -> list[dict[str, Any]]:
+    """Normalize ``report.evaluation`` into rows ``{name, task, metric, dataset, before, after, source}``.
+
+    Accepted shapes per key: ``{"before": x, "after": y, ...}`` (optional ``task``, ``metric``,
+    ``dataset``, ``source``, ``higher_is_better``) or a bare number (the pruned model's value).
+    Keys ``"task/metric"`` (as :func:`hf_prune.evaluation.lm_eval.record_lm_eval` writes) are split.
+
+    Args:
+        report: The pruning report.
+
+    Returns:
+        One dict per metric that has at least one value.
+    """
+    rows = []
+    for key, value in (report.evaluation or {}).items():
+        entry = dict(value) if isinstance(value, Mapping) else {"after": value}
+        before, after = entry.get("before"), entry.get("after")
+        if not isinstance(before, (int, float)) or isinstance(before, bool):
+            before = None
+        if not isinstance(after, (int, float)) or isinstance(after, bool):
+            after = None
+        if before is None and after is None:
+            continue
+        task, _, metric = str(key).rpartition("/")
+        rows.append(
+            {
+                "name": str(key),
+                "task": entry.get("task") or task or None,
+                "metric": entry.get("metric") or metric or str(key),
+                "dataset": entry.get("dataset") or entry.get("task") or task or None,
+                "before": before,
+                "after": after,
+                "source": entry.get("source"),
+            }
+        )
+    return rows
+
+
+def _change(before: float | None, after: float | None) -> str:
+    if before is None or after is None:
+        return _MISSING
+    if before == 0:
+        return f"{after - before:+.4g}"
+    return f"{100.0 * (after - before) / abs(before):+.1f}%"
+
+
+def eval_results(report: PruningReport, task_type: str) -> list[EvalResult]:
+    """Turn the pruned model's results in ``report.evaluation`` into ``EvalResult`` for ``model-index``.
+
+    Args:
+        report: The pruning report.
+        task_type: The Hub task id (``"text-generation"`` ...).
+
+    Returns:
+        One ``EvalResult`` per metric with an ``after`` value.
+    """
+    out = []
+    for row in evaluation_entries(report):
+        if row["after"] is None:
+            continue
+        dataset = str(row["dataset"] or "evaluation-text")
+        out.append(
+            EvalResult(
+                task_type=task_type,
+                dataset_type=dataset,
+                dataset_name=dataset,
+                metric_type=str(row["metric"]),
+                metric_name=row["name"],
+                metric_value=float(row["after"]),
+            )
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------ per-layer tables
+def _score_columns(rows: list[LayerReport]) -> tuple[bool, list[str]]:
+    has_mean = any(r.score and "mean" in r.score for r in rows)
+    extra: list[str] = []
+    for r in rows:
+        for k, v in (r.score or {}).items():
+            if k not in _SUMMARY_KEYS and k not in extra and isinstance(v, (int, float)):
+                extra.append(k)
+    return has_mean, extra
+
+
+def linear_layer_table(report: PruningReport, max_rows: int = _MAX_LAYER_ROWS) -> str:
+    """Per-projection table (unstructured / N:M rows): requested ratio, measured sparsity, scores.
+
+    Args:
+        report: The pruning report.
+        max_rows: Rows shown (the rest is counted in a last line).
+
+    Returns:
+        A Markdown table, or ``""`` without such rows.
+    """
+    rows = [r for r in report.layers if r.kind == "linear"]
+    if not rows:
+        return ""
+    has_mean, extra = _score_columns(rows)
+    headers = ["layer", "params", "ratio requested", "sparsity measured"]
+    headers += ["score mean"] if has_mean else []
+    headers += extra
+    body = []
+    for r in rows[:max_rows]:
+        cells: list[Any] = [f"`{r.name}`", r.params_before, r.ratio_requested, r.sparsity_measured]
+        if has_mean:
+            cells.append((r.score or {}).get("mean"))
+        cells += [(r.score or {}).get(k) for k in extra]
+        body.append(cells)
+    table = markdown_table(headers, body, ["l"] + ["r"] * (len(headers) - 1))
+    if len(rows) > max_rows:
+        table += f"\n\n{len(rows) - max_rows} more rows are in `pruning_config.json`."
+    return table
+
+
+def _kept(r: LayerReport) -> str:
+    kept = r.kept_units or {}
+    parts = []
+    if "neurons" in kept:
+        parts.append(f"{kept['neurons']} neurons")
+    if "heads" in kept:
+        heads = kept["heads"]
+        text = f"heads {heads}" if isinstance(heads, list) else f"{heads} heads"
+        if "kv_heads" in kept:
+            text += f" ({kept['kv_heads']} KV)"
+        parts.append(text)
+    parts += [f"{k}: {v}" for k, v in kept.items() if k not in ("neurons", "heads", "kv_heads")]
+    return "; ".join(parts) or _MISSING
+
+
+def structural_layer_table(report: PruningReport, max_rows: int = _MAX_LAYER_ROWS) -> str:
+    """Per-unit table of structural rows (MLP neurons, attention heads, blocks, modules).
+
+    Args:
+        report: The pruning report.
+        max_rows: Rows shown.
+
+    Returns:
+        A Markdown table, or ``""`` without such rows.
+    """
+    rows = [r for r in report.layers if r.kind != "linear"]
+    if not rows:
+        return ""
+    has_mean, extra = _score_columns(rows)
+    has_ratio = any(r.ratio_requested is not None for r in rows)
+    headers = ["unit", "kind", "params before", "params after", "kept"]
+    headers += ["ratio requested"] if has_ratio else []
+    headers += ["score mean"] if has_mean else []
+    headers += extra
+    body = []
+    for r in rows[:max_rows]:
+        cells: list[Any] = [f"`{r.name}`", r.kind, r.params_before, r.params_after, _kept(r)]
+        if has_ratio:
+            cells.append(r.ratio_requested)
+        if has_mean:
+            cells.append((r.score or {}).get("mean"))
+        cells += [(r.score or {}).get(k) for k in extra]
+        body.append(cells)
+    align = ["l", "l", "r", "r", "l"] + ["r"] * (len(headers) - 5)
+    table = markdown_table(headers, body, align)
+    if len(rows) > max_rows:
+        table += f"\n\n{len(rows) - max_rows} more rows are in `pruning_config.json`."
+    return table
+
+
+def assignments_table(assignments: list[Any] | None) -> str:
+    """Table of layer-selection assignments (one row per verifier).
+
+    Accepts MV-BCS ``SelectionResult.to_dict()["verifiers"]`` entries, ``[start, end]`` pairs or
+    ``None`` (an empty run), as stored in ``report.assignments``.
+
+    Args:
+        assignments: ``report.assignments``.
+
+    Returns:
+        A Markdown table, or ``""``.
+    """
+    if not assignments:
+        return ""
+    rows = []
+    for i, a in enumerate(assignments):
+        if isinstance(a, Mapping):
+            run = a.get("assignment")
+            layers = "none" if not run else f"{run[0]}–{run[1]}"
+            rows.append(
+                [a.get("index", i), layers, a.get("num_layers"), a.get("budget", "unlimited"),
+                 a.get("total_cost"), a.get("benefit")]
+            )
+        elif isinstance(a, (list, tuple)) and len(a) == 2:
+            rows.append([i, f"{a[0]}–{a[1]}", int(a[1]) - int(a[0]) + 1, None, None, None])
+        elif a is None:
+            rows.append([i, "none", 0, None, None, None])
+        else:
+            rows.append([i, str(a), None, None, None, None])
+    # Budget None in MV-BCS JSON means unlimited.
+    rows = [[*r[:3], "unlimited" if r[3] is None and isinstance(assignments[0], Mapping) else r[3], *r[4:]]
+            for r in rows]
+    cols = [0, 1, 2] + [j for j in (3, 4, 5) if any(r[j] not in (None, _MISSING) for r in rows)]
+    headers = ["verifier", "layers (inclusive)", "num layers", "budget", "cost", "benefit"]
+    return markdown_table([headers[j] for j in cols], [[r[j] for j in cols] for r in rows],
+                          ["r", "l", "r", "r", "r", "r"][: len(cols)])
+
+
+def structure_table(structure: Mapping[str, Any], removed: Mapping[str, list[int]]) -> str:
+    """Table of the stacks after pruning: blocks, MLP widths, head counts.
+
+    Args:
+        structure: ``record["structure"]``.
+        removed: ``report.removed_layers``.
+
+    Returns:
+        A Markdown table, or ``""``.
+    """
+
+    def uniform(values: list[Any]) -> str:
+        if not values:
+            return _MISSING
+        return str(values[0]) if len(set(values)) == 1 else ", ".join(str(v) for v in values)
+
+    rows = []
+    for stack, rec in structure.items():
+        layers = rec.get("layers") or []
+        n = rec.get("num_layers", len(layers))
+        n_removed = len(removed.get(stack, []))
+        blocks = f"{n + n_removed} → {n}" if n_removed else str(n)
+        rows.append(
+            [
+                f"`{stack}`",
+                blocks,
+                uniform([r.get("intermediate_size") for r in layers]),
+                uniform([r.get("num_heads") for r in layers]),
+                uniform([r.get("num_kv_heads") for r in layers]),
+            ]
+        )
+    return markdown_table(["stack", "blocks", "MLP width", "query heads", "KV heads"], rows,
+                          ["l", "r", "l", "l", "l"])
+
+
+def _kinds(report: PruningReport) -> list[str]:
+    kinds = []
+    if any(r.kind == "linear" for r in report.layers):
+        kinds.append("unstructured")
+    if any(r.kind in ("mlp", "attention") for r in report.layers):
+        kinds.append("structured")
+    if report.removed_layers and any(report.removed_layers.values()):
+        kinds.append("depth")
+    return kinds
+
+
+def _png_files(folder: Path | None) -> list[str]:
+    if folder is None or not Path(folder).is_dir():
+        return []
+    return sorted(p.name for p in Path(folder).glob("*.png") if p.is_file() and p.stat().st_size > 0)
+
+
+def _preprocessor(folder: Path | None, auto_class: str) -> str | None:
+    if folder is None:
+        return None
+    if auto_class == "AutoPrunedModelForImageTextToText" and any(
+        (Path(folder) / f).is_file() for f in _PROCESSOR_FILES
+    ):
+        return "AutoProcessor"
+    if any((Path(folder) / f).is_file() for f in _TOKENIZER_FILES):
+        return "AutoTokenizer"
+    if any((Path(folder) / f).is_file() for f in _PROCESSOR_FILES):
+        return "AutoImageProcessor" if "Image" in auto_class else "AutoProcessor"
+    return None
+
+
+# ----------------------------------------------------------------------------------- the card
+def render_card(
+    pruned: PrunedModel,
+    record: dict[str, Any],
+    *,
+    folder: str | os.PathLike[str] | None = None,
+    repo_id: str | None = None,
+) -> ModelCard:
     """Render the model card of a pruned model.
 
     Args:
         pruned: The pruned model.
-        record: The ``pruning_config.json`` content (config, structure, report).
+        record: The ``pruning_config.json`` content (config, structure, report, calibration).
+        folder: The checkpoint folder, when known: its PNG plots are embedded and the loading
+            snippet includes the tokenizer / processor it ships.
+        repo_id: Hub repo id written in the loading snippet (default ``REPO_OR_PATH``).
 
     Returns:
         A ``huggingface_hub.ModelCard`` (call ``.save(path)``).
     """
     report = pruned.report
-    method = record.get("method", "custom")
+    method = str(record.get("method") or report.method or "custom")
     family = get_arch(pruned.base_model).family
-    base = pruned.base_model_name or None
-    # Only a Hub repo id belongs in `base_model` metadata; a local path would fail the Hub's validation.
+    base = pruned.base_model_name or str(record.get("base_model") or "") or None
     hub_base = base if base and _looks_like_repo_id(base) else None
-    calib = record.get("calibration") or None
-    datasets = (
-        [calib["dataset"]]
-        if calib and isinstance(calib.get("dataset"), str) and "<" not in calib["dataset"]
-        else None
-    )
+    calib = record.get("calibration") or pruned.calibration or None
+    hub_dataset = calibration_hub_dataset(calib)
+    auto = auto_class_name(pruned)
+    pipeline_tag = _PIPELINE_TAGS.get(auto)
+    folder_path = Path(folder) if folder is not None else None
+    kinds = _kinds(report)
+
+    if repo_id:
+        model_name = repo_id.split("/")[-1]
+    else:
+        stem = Path(base).name if base else family
+        model_name = f"{stem}-{method}-pruned"
+    results = eval_results(report, pipeline_tag or "other")
+    tags = ["hf_prune", "pruned", method, family, *[f"{k}-pruning" for k in kinds]]
     card_data = ModelCardData(
         base_model=hub_base,
         library_name="hf_prune",
-        tags=["hf_prune", "pruned", f"pruning:{method}", family],
-        datasets=datasets,
-        pipeline_tag=None,
+        tags=list(dict.fromkeys(tags)),
+        datasets=[hub_dataset] if hub_dataset else None,
+        pipeline_tag=pipeline_tag,
+        model_name=model_name if results else None,
+        eval_results=results or None,
     )
-    structure = record.get("structure", {})
-    structure_rows = []
-    needs_hf_prune = False
-    for stack, rec in structure.items():
-        rows = rec["layers"]
-        widths = [r["intermediate_size"] for r in rows]
-        heads = [r["num_heads"] for r in rows]
-        kvs = [r["num_kv_heads"] for r in rows]
-        structure_rows.append((stack, rec["num_layers"], _uniform(widths), _uniform(heads), _uniform(kvs)))
-    needs_hf_prune = '"per_layer_config"' in json.dumps(pruned.base_model.config.to_dict()) or _has_overrides(
-        pruned
+
+    # Summary rows.
+    summary_rows: list[list[Any]] = [
+        ["parameters", report.params_before, report.params_after, _change(report.params_before,
+                                                                          report.params_after)],
+        ["non-zero parameters", report.nonzero_before, report.nonzero_after,
+         _change(report.nonzero_before, report.nonzero_after)],
+    ]
+    if "unstructured" in kinds:
+        summary_rows.append(["sparsity of pruned projections", 0.0, report.sparsity, _MISSING])
+    structure = record.get("structure") or {}
+    for stack, idx in sorted((report.removed_layers or {}).items()):
+        if idx and stack in structure:
+            n = structure[stack].get("num_layers")
+            if isinstance(n, int):
+                summary_rows.append([f"blocks in `{stack}`", n + len(idx), n, f"-{len(idx)}"])
+    summary = markdown_table(["", "before", "after", "change"], summary_rows, ["l", "r", "r", "r"])
+
+    eval_rows = evaluation_entries(report)
+    evaluation = markdown_table(
+        ["metric", "task / data", "before (dense)", "after (pruned)", "change"],
+        [
+            [r["metric"], r["dataset"] or _MISSING, r["before"], r["after"], _change(r["before"], r["after"])]
+            for r in eval_rows
+        ],
+        ["l", "l", "r", "r", "r"],
     )
-    summary_rows = []
-    if any(r.kind == "linear" for r in report.layers):
-        summary_rows.append(("sparsity of pruned layers", "0.0000", f"{report.sparsity:.4f}"))
-    for metric, values in (report.evaluation or {}).items():
-        if isinstance(values, dict):
-            summary_rows.append(
-                (metric, values.get("before", "not measured"), values.get("after", "not measured"))
-            )
+    sources = sorted({str(r["source"]) for r in eval_rows if r["source"]})
+    has_ppl = any("perplexity" == str(r["metric"]) for r in eval_rows)
+    from hf_prune.evaluation.perplexity import PROTOCOL_SUMMARY
+
     config_json = json.dumps(
         {k: v for k, v in record.items() if k not in ("structure", "report", "calibration", "base_model")},
         indent=2,
         sort_keys=True,
     )
-    auto = auto_class_name(pruned)
+    calibration_rows = [
+        [k, v] for k, v in (calib or {}).items() if v is not None and k in (
+            "dataset", "nsamples", "seqlen", "seed", "split", "batch_size", "text_column")
+    ]
     cfg = pruned.pruning_config
+    paper = str(getattr(cfg, "paper", "") or "") if cfg is not None else ""
+    allocation = record.get("allocation")
+    allocation_text = ""
+    if isinstance(allocation, Mapping) and allocation:
+        allocation_text = ", ".join(f"{k}={v}" for k, v in allocation.items() if v is not None)
+    elif isinstance(allocation, str) and allocation:
+        allocation_text = allocation
+
+    base_display = (
+        f"[{hub_base}](https://huggingface.co/{hub_base})" if hub_base
+        else (f"`{Path(base).name}` (a local model)" if base else f"a {family} model")
+    )
+    needs = needs_hf_prune_to_load(pruned)
+    snippet = load_snippet(
+        pruned, needs, auto, repo=repo_id or "REPO_OR_PATH", preprocessor=_preprocessor(folder_path, auto)
+    )
+    pct_removed = (
+        100.0 * (1 - report.params_after / report.params_before) if report.params_before else 0.0
+    )
     card = ModelCard.from_template(
         card_data,
         template_str=_template_text(),
-        model_name=f"{base.split('/')[-1] if base else family}-{method}-pruned",
-        base_model_display=base or f"a {family} model",
+        model_name=model_name,
+        base_model_display=base_display,
+        family=family,
         method=method,
-        paper=getattr(cfg, "paper", "") if cfg else "",
-        params_before=f"{report.params_before:,}",
-        params_after=f"{report.params_after:,}",
-        nonzero_before=f"{report.nonzero_before:,}",
-        nonzero_after=f"{report.nonzero_after:,}",
-        summary_rows=summary_rows,
+        paper=paper,
+        allocation=allocation_text,
+        kinds=", ".join(kinds) or "no change yet",
+        pct_removed=f"{pct_removed:.1f}",
+        sparsity=f"{report.sparsity:.4f}" if "unstructured" in kinds else "",
+        summary_table=summary,
         config_json=config_json,
-        calibration_rows=[(k, v) for k, v in (calib or {}).items() if v is not None],
-        removed_layers=sorted((report.removed_layers or {}).items()),
-        structure_rows=structure_rows,
-        layer_table=report.to_markdown(max_rows=200) if report.layers else "",
-        load_snippet=load_snippet(pruned, needs_hf_prune, auto),
+        calibration_table=markdown_table(["field", "value"], calibration_rows),
+        evaluation_table=evaluation,
+        evaluation_sources=", ".join(sources),
+        perplexity_protocol=PROTOCOL_SUMMARY if has_ppl else "",
+        removed_layers=[(s, i) for s, i in sorted((report.removed_layers or {}).items()) if i],
+        structure_table=structure_table(structure, report.removed_layers or {}),
+        linear_table=linear_layer_table(report),
+        structural_table=structural_layer_table(report),
+        assignments_table=assignments_table(report.assignments),
+        plots=_png_files(folder_path),
+        load_snippet=snippet,
+        needs_hf_prune=needs,
         version=__version__,
     )
     # Collapse the blank lines left by skipped template sections.
-    card.text = re.sub(r"\n{3,}", "\n\n", card.text)
+    card.text = re.sub(r"\n{3,}", "\n\n", card.text).rstrip() + "\n"
     return card
 
 
-def _looks_like_repo_id(name: str) -> bool:
-    import os
-    import re
+def validate_card_metadata(card: ModelCard | str | os.PathLike[str]) -> dict[str, Any]:
+    """Check a card's YAML header locally, as far as the Hub's rules are known offline.
 
-    if os.path.exists(name) or name.startswith((".", "/", "~")):
-        return False
-    return re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name) is not None
+    Parses the header with ``huggingface_hub`` (``model-index`` must parse into ``EvalResult``), and
+    checks ``library_name``, that ``base_model`` entries are Hub repo ids, that
+    ``base_model_relation`` (if any) is a value the Hub accepts, and that no value is empty.
+
+    Args:
+        card: A ``ModelCard``, its text, or the path of a ``README.md``.
+
+    Returns:
+        The metadata as a dict.
+
+    Raises:
+        ValueError: On any violation (the message names the field).
+    """
+    if isinstance(card, ModelCard):
+        text = str(card)
+    elif isinstance(card, os.PathLike) or (isinstance(card, str) and "\n" not in card and Path(card).is_file()):
+        text = Path(card).read_text(encoding="utf-8")
+    else:
+        text = str(card)
+    try:
+        parsed = ModelCard(text, ignore_metadata_errors=False)
+    except Exception as err:  # huggingface_hub raises ValueError / yaml errors
+        raise ValueError(f"model card metadata does not parse: {err}") from err
+    data = parsed.data.to_dict()
+    if not data:
+        raise ValueError("model card has no YAML metadata header")
+    if data.get("library_name") != "hf_prune":
+        raise ValueError(f"library_name must be 'hf_prune', got {data.get('library_name')!r}")
+    bases = data.get("base_model")
+    for b in [bases] if isinstance(bases, str) else (bases or []):
+        if not isinstance(b, str) or not _looks_like_repo_id(b):
+            raise ValueError(f"base_model must be a Hub repo id, got {b!r}")
+    relation = data.get("base_model_relation")
+    if relation is not None and relation not in HUB_BASE_MODEL_RELATIONS:
+        raise ValueError(
+            f"base_model_relation={relation!r} is not accepted by the Hub; use one of "
+            f"{sorted(HUB_BASE_MODEL_RELATIONS)} or leave it out"
+        )
+    if relation is not None and not bases:
+        raise ValueError("base_model_relation needs base_model")
+    for key, value in data.items():
+        if value is None or value == [] or value == "":
+            raise ValueError(f"metadata field {key!r} is empty")
+    if "model-index" in data and not parsed.data.eval_results:
+        raise ValueError("model-index is present but holds no results")
+    return data
 
 
-def _has_overrides(pruned: PrunedModel) -> bool:
-    from hf_prune.surgery.structure import config_updates
+def write_card(
+    folder: str | os.PathLike[str],
+    *,
+    repo_id: str | None = None,
+    pruned: PrunedModel | None = None,
+) -> Path:
+    """Re-render ``README.md`` of a saved checkpoint folder (plots in the folder are embedded).
 
-    return any(upd["per_layer"] for upd in config_updates(pruned.base_model).values())
+    Args:
+        folder: An hf_prune checkpoint folder.
+        repo_id: Hub repo id for the loading snippet.
+        pruned: The loaded model, if already in memory (otherwise loaded from ``folder``).
+
+    Returns:
+        The path of the written ``README.md``.
+
+    Raises:
+        FileNotFoundError: If the folder is not an hf_prune checkpoint.
+    """
+    from hf_prune.config import CONFIG_NAME, read_json
+
+    path = Path(folder).expanduser()
+    if not (path / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{str(path)!r} is not an hf_prune checkpoint folder (no {CONFIG_NAME}).")
+    record = read_json(path / CONFIG_NAME, what="pruning config")
+    if pruned is None:
+        pruned = load_checkpoint_any(path)
+    card = render_card(pruned, record, folder=path, repo_id=repo_id)
+    validate_card_metadata(card)
+    out = path / "README.md"
+    card.save(out)
+    return out
+
+
+def load_checkpoint_any(folder: str | os.PathLike[str]) -> PrunedModel:
+    """Load an hf_prune checkpoint with the auto class matching its ``config.json``.
+
+    Args:
+        folder: The checkpoint folder.
+
+    Returns:
+        The :class:`PrunedModel`.
+    """
+    import transformers
+
+    from hf_prune.config import read_json
+    from hf_prune.integration.checkpoint import load_pruned
+
+    cfg = read_json(Path(folder) / "config.json", what="model config")
+    archs = cfg.get("architectures") or []
+    name = archs[0] if archs else ""
+    if name.endswith(("ForCausalLM", "LMHeadModel")):
+        cls: Any = transformers.AutoModelForCausalLM
+    elif name.endswith("ForSequenceClassification"):
+        cls = transformers.AutoModelForSequenceClassification
+    elif name.endswith("ForImageClassification"):
+        cls = transformers.AutoModelForImageClassification
+    elif name.endswith("ForConditionalGeneration") and "Llava" in name:
+        cls = transformers.AutoModelForImageTextToText
+    else:
+        cls = transformers.AutoModel
+    return load_pruned(folder, cls)

@@ -193,6 +193,21 @@ class PrunedModel(nn.Module):
         )
         self.refresh()
 
+    def record_layer_selection(self, result: Any, scores: Any = None) -> None:
+        """Attach a layer-selection outcome (MV-BCS assignments, significance scores) to the report.
+
+        It is saved in ``pruning_config.json`` and shown in the model card.
+
+        Args:
+            result: A ``hf_prune.layer_selection.SelectionResult`` (or its ``to_dict()``).
+            scores: Optional ``LayerScores`` (or its ``to_dict()``) the optimizer used.
+        """
+        data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+        self.report.assignments = [v.get("assignment") for v in data.get("verifiers", [])]
+        self.report.extra["layer_selection"] = data
+        if scores is not None:
+            self.report.extra["layer_scores"] = scores.to_dict() if hasattr(scores, "to_dict") else dict(scores)
+
     def refresh(self) -> None:
         """Re-sync the config with the modules and recompute the report's totals."""
         sync_config(self.base_model)

@@ -10,10 +10,12 @@ from hf_prune.plots.layer_selection import (
     plot_pruning_ratios,
     plot_strategy_comparison,
 )
+from hf_prune.plots.report import plot_layer_sparsity
 
 __all__ = [
     "plot_assignments",
     "plot_layer_significance",
+    "plot_layer_sparsity",
     "plot_pruning_ratios",
     "plot_strategy_comparison",
 ]
