@@ -615,6 +615,22 @@ def render_card(
     pct_removed = (
         100.0 * (1 - report.params_after / report.params_before) if report.params_before else 0.0
     )
+    effects = []
+    if report.params_after != report.params_before:
+        effects.append(f"{pct_removed:.1f}% of its parameters were removed")
+    if "unstructured" in kinds:
+        n_lin = sum(1 for r in report.layers if r.kind == "linear")
+        effects.append(
+            f"its {n_lin} pruned projections are {100 * report.sparsity:.1f}% zeros (stored densely)"
+        )
+    headline = " and ".join(effects) or "no parameters were removed yet"
+    method_text = f"**{method}**" + (f", following {paper}" if paper else "")
+    if method == "custom":
+        description = record.get("description")
+        method_text = (
+            "**custom**: structural changes applied directly with `PrunedModel.prune_neurons`, "
+            "`prune_heads` and `remove_layers`" + (f" ({description})" if description else "")
+        )
     card = ModelCard.from_template(
         card_data,
         template_str=_template_text(),
@@ -622,11 +638,11 @@ def render_card(
         base_model_display=base_display,
         family=family,
         method=method,
-        paper=paper,
+        method_text=method_text,
         allocation=allocation_text,
         kinds=", ".join(kinds) or "no change yet",
-        pct_removed=f"{pct_removed:.1f}",
-        sparsity=f"{report.sparsity:.4f}" if "unstructured" in kinds else "",
+        headline=headline,
+        data_free=method != "custom",
         summary_table=summary,
         config_json=config_json,
         calibration_table=markdown_table(["field", "value"], calibration_rows),
