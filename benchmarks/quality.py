@@ -23,7 +23,6 @@ from benchmarks.common import print_table, write_results
 from hf_prune import (
     AlphaAllocation,
     CalibrationConfig,
-    MagnitudeConfig,
     OWLAllocation,
     PruningConfig,
     prune,

@@ -1,13 +1,102 @@
-"""Publishing to the Hugging Face Hub with hf_prune's own model card."""
+"""Publishing to the Hugging Face Hub with hf_prune's own model card.
+
+transformers' ``push_to_hub`` overwrites ``README.md`` with a default card, so hf_prune uploads
+through ``huggingface_hub.HfApi`` itself: ``create_repo`` (``exist_ok``), ``create_branch`` when a
+``revision`` other than ``main`` is asked for, then ``upload_folder`` (one commit; huggingface_hub
+decides per file between a regular git blob and LFS / Xet storage, and retries transient HTTP
+errors of its pre-upload and LFS calls with exponential backoff). The card's metadata is validated
+locally before anything is sent.
+"""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hf_prune.integration.pruned_model import PrunedModel
+
+DEFAULT_COMMIT_MESSAGE = "Upload pruned model (hf_prune)"
+
+
+def _check_repo_id(repo_id: Any) -> str:
+    if not isinstance(repo_id, str) or not repo_id.strip():
+        raise TypeError(f"repo_id must be a non-empty string like 'user/model', got {repo_id!r}")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"repo_id={repo_id!r} is not a valid Hub repo id: {err}") from None
+    return repo_id
+
+
+def push_checkpoint(
+    folder: str | os.PathLike[str],
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    commit_description: str | None = None,
+    create_pr: bool = False,
+    endpoint: str | None = None,
+) -> Any:
+    """Upload a saved hf_prune checkpoint folder as it is (the folder is only read).
+
+    Args:
+        folder: The checkpoint folder (``pruning_config.json``, ``config.json``, weights, ``README.md``).
+        repo_id: Target model repo (created if missing).
+        private: Create the repo private (ignored when it exists).
+        token: Hub token (default: the locally saved one).
+        revision: Branch to commit to (created from ``main`` if missing).
+        commit_message: Commit message.
+        commit_description: Commit description.
+        create_pr: Open a pull request instead of committing to the branch.
+        endpoint: Hub endpoint (default: ``HF_ENDPOINT`` / huggingface.co).
+
+    Returns:
+        The ``huggingface_hub.CommitInfo``.
+
+    Raises:
+        FileNotFoundError: If the folder is not an hf_prune checkpoint or has no ``README.md``.
+        ValueError: If the repo id or the card's metadata is invalid.
+    """
+    from huggingface_hub import HfApi
+
+    from hf_prune.config import CONFIG_NAME
+    from hf_prune.integration.card import validate_card_metadata
+
+    repo_id = _check_repo_id(repo_id)
+    path = Path(folder).expanduser()
+    if not (path / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{str(path)!r} is not an hf_prune checkpoint folder (no {CONFIG_NAME}).")
+    if not (path / "README.md").is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} has no README.md; re-render it with `hf-prune card {path}` before pushing."
+        )
+    if not commit_message:
+        raise ValueError("commit_message must not be empty")
+    # Fail before any network call: the Hub rejects a commit whose README.md metadata is invalid.
+    validate_card_metadata(path / "README.md")
+
+    api = HfApi(token=token, endpoint=endpoint, library_name="hf_prune")
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision is not None and revision != "main" and not create_pr:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=path,
+        revision=revision,
+        commit_message=commit_message,
+        commit_description=commit_description,
+        create_pr=create_pr,
+        # Stray editor / OS files never belong in a model repo.
+        ignore_patterns=[".*", "*/.*", "__pycache__/*"],
+    )
 
 
 def push_pruned(
@@ -18,28 +107,43 @@ def push_pruned(
     private: bool | None = None,
     token: str | bool | None = None,
     revision: str | None = None,
-    commit_message: str = "Upload pruned model (hf_prune)",
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    commit_description: str | None = None,
+    create_pr: bool = False,
+    endpoint: str | None = None,
 ) -> Any:
-    """Save ``pruned`` to a temporary folder (with our card) and upload it with ``HfApi.upload_folder``.
+    """Save ``pruned`` to a temporary folder (card naming ``repo_id``) and upload it.
 
     Args:
         pruned: The model.
         repo_id: Target repo (created if missing).
-        tokenizer: Uploaded alongside when given.
+        tokenizer: Tokenizer / processor uploaded alongside when given.
         private: Create the repo private.
         token: Hub token.
-        revision: Branch to commit to.
+        revision: Branch to commit to (created if missing).
         commit_message: Commit message.
+        commit_description: Commit description.
+        create_pr: Open a pull request instead of committing.
+        endpoint: Hub endpoint (default: ``HF_ENDPOINT`` / huggingface.co).
 
     Returns:
-        The ``huggingface_hub`` commit info.
+        The ``huggingface_hub.CommitInfo``.
     """
-    from huggingface_hub import HfApi
+    from hf_prune.integration.card import write_card
 
-    api = HfApi(token=token)
-    with tempfile.TemporaryDirectory() as tmp:
+    repo_id = _check_repo_id(repo_id)
+    with tempfile.TemporaryDirectory(prefix="hf_prune-push-") as tmp:
         folder = pruned.save_pretrained(Path(tmp) / "model", tokenizer=tokenizer)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        return api.upload_folder(
-            repo_id=repo_id, folder_path=folder, revision=revision, commit_message=commit_message
+        # Re-render so the card's loading snippet names the repo instead of a placeholder.
+        write_card(folder, repo_id=repo_id, pruned=pruned)
+        return push_checkpoint(
+            folder,
+            repo_id,
+            private=private,
+            token=token,
+            revision=revision,
+            commit_message=commit_message,
+            commit_description=commit_description,
+            create_pr=create_pr,
+            endpoint=endpoint,
         )
