@@ -12,6 +12,7 @@ dense model; AlphaPruning needs only the weights (ESD), so it costs no calibrati
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -365,7 +366,12 @@ def _alpha_metrics(model: PreTrainedModel, alloc: AlphaAllocation, refs: list[Li
     if alloc.metric_file:
         return np.asarray(load_metric_file(alloc.metric_file, names), dtype=np.float64)
     name_or_path = str(getattr(model.config, "_name_or_path", "") or "")
-    values = compute_esd_metrics(model, alloc.metric, model_id=name_or_path or None)
+    # The cache is keyed by model id *and* a fingerprint of the weights: a model fine-tuned or pruned
+    # in memory under the same name must not be served stale metrics.
+    fingerprint = hashlib.sha1(
+        np.array([float(weight_out_in(r.module).detach().float().sum()) for r in refs]).tobytes()
+    ).hexdigest()[:16]
+    values = compute_esd_metrics(model, alloc.metric, model_id=name_or_path or None, revision=fingerprint)
     missing = [n for n in names if n not in values]
     if missing:
         raise ValueError(f"No ESD metric for targeted layers {missing[:5]} (targets outside the blocks?).")
