@@ -90,7 +90,8 @@ def run_model(name: str, args: argparse.Namespace, calib_file: Path) -> list[dic
             }
         )
         print(
-            f"{name} {method:<9} {alloc:<7} {sparsity:.2f}: ppl {rows[-1]['ppl_mean']:.3f} ± {rows[-1]['ppl_std']:.3f}",
+            f"{name} {method:<9} {alloc:<7} {sparsity:.2f}: "
+            f"ppl {rows[-1]['ppl_mean']:.3f} ± {rows[-1]['ppl_std']:.3f}",
             flush=True,
         )
     return rows

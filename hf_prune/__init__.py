@@ -20,12 +20,12 @@ from hf_prune.integration.auto import (
 from hf_prune.integration.pruned_model import PrunedModel
 from hf_prune.methods import (
     AFRConfig,
-    ReferSVDConfig,
-    SNIPConfig,
     AlphaAllocation,
     CustomConfig,
     MagnitudeConfig,
     OWLAllocation,
+    ReferSVDConfig,
+    SNIPConfig,
     SparseGPTConfig,
     WandaConfig,
 )
@@ -35,12 +35,7 @@ from hf_prune.version import __version__
 
 __all__ = [
     "AFRConfig",
-    "ReferSVDConfig",
-    "SNIPConfig",
     "AlphaAllocation",
-    "OWLAllocation",
-    "SparseGPTConfig",
-    "WandaConfig",
     "AutoPrunedModel",
     "AutoPrunedModelForCausalLM",
     "AutoPrunedModelForImageClassification",
@@ -50,9 +45,14 @@ __all__ = [
     "CustomConfig",
     "LayerReport",
     "MagnitudeConfig",
+    "OWLAllocation",
     "PrunedModel",
     "PruningConfig",
     "PruningReport",
+    "ReferSVDConfig",
+    "SNIPConfig",
+    "SparseGPTConfig",
+    "WandaConfig",
     "__version__",
     "prune",
 ]

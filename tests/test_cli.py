@@ -65,7 +65,7 @@ def test_prune_command_bad_input(dense_folder, tmp_path, capsys, argv, message):
 
 def test_every_command_has_help(capsys):
     parser = build_parser()
-    commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no public API
+    commands = parser._subparsers._group_actions[0].choices
     assert {"prune", "demo", "zoo"} <= set(commands)
     for name in commands:
         with pytest.raises(SystemExit) as info:

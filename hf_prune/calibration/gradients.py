@@ -66,8 +66,8 @@ def accumulate_gradients(
         raise ValueError("objective='rep' needs rep_loss=...")
     if objective == "ce" and not model.can_generate():
         raise ValueError(
-            f"{type(model).__name__} returned no loss for labels=input_ids: the 'ce' objective needs a causal "
-            "or image-text-to-text LM head (load the model with AutoModelForCausalLM)."
+            f"{type(model).__name__} returned no loss for labels=input_ids: the 'ce' objective needs a "
+            "causal or image-text-to-text LM head (load the model with AutoModelForCausalLM)."
         )
     params = [_stored_param(m) for m in modules]
     flags = {id(p): p.requires_grad for p in model.parameters()}

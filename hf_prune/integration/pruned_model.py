@@ -206,7 +206,8 @@ class PrunedModel(nn.Module):
         self.report.assignments = [v.get("assignment") for v in data.get("verifiers", [])]
         self.report.extra["layer_selection"] = data
         if scores is not None:
-            self.report.extra["layer_scores"] = scores.to_dict() if hasattr(scores, "to_dict") else dict(scores)
+            data_scores = scores.to_dict() if hasattr(scores, "to_dict") else dict(scores)
+            self.report.extra["layer_scores"] = data_scores
 
     def refresh(self) -> None:
         """Re-sync the config with the modules and recompute the report's totals."""
@@ -288,7 +289,12 @@ class PrunedModel(nn.Module):
         from hf_prune.integration.hub import push_pruned
 
         return push_pruned(
-            self, repo_id, tokenizer=tokenizer, private=private, token=token, revision=revision,
+            self,
+            repo_id,
+            tokenizer=tokenizer,
+            private=private,
+            token=token,
+            revision=revision,
             commit_message=commit_message,
         )
 

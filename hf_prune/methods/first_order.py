@@ -56,7 +56,8 @@ class ReferSVDConfig(UnstructuredConfig):
 
     method: ClassVar[str] = "refer_svd"
     paper: ClassVar[str] = (
-        "ReFer-SVD representation-feature importance (AFR/ReFer research code; see hf_prune.scoring.refer_svd)"
+        "ReFer-SVD representation-feature importance "
+        "(AFR/ReFer research code; see hf_prune.scoring.refer_svd)"
     )
     needs: ClassVar[str] = "grad"
     objectives: ClassVar[tuple[str, ...]] = ("rep",)

@@ -33,7 +33,8 @@ class SparseGPTConfig(UnstructuredConfig):
 
     method: ClassVar[str] = "sparsegpt"
     paper: ClassVar[str] = (
-        "Frantar & Alistarh, SparseGPT: Massive Language Models Can Be Accurately Pruned in One-Shot (ICML 2023)"
+        "Frantar & Alistarh, SparseGPT: Massive Language Models Can Be Accurately Pruned in One-Shot "
+        "(ICML 2023)"
     )
     needs: ClassVar[str] = "hessian"
 
