@@ -20,6 +20,10 @@ BENCHMARKS = {
         "benchmarks.runner_memory",
         "peak memory of Hessian collection, sequential vs whole-model",
     ),
+    "offload_memory": (
+        "benchmarks.offload_memory",
+        "pruning under a memory cap via disk offload vs in memory",
+    ),
     "mvbcs_scale": ("benchmarks.mvbcs_scale", "MV-BCS solver time vs L and M, against an O(M*L^2) DP"),
     "esd_speed": ("benchmarks.esd_speed", "built-in alpha estimator vs weightwatcher / float64 NumPy"),
 }

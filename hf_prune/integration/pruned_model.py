@@ -16,6 +16,7 @@ from hf_prune.config import PruningConfig
 from hf_prune.report import LayerReport, PruningReport
 from hf_prune.surgery import masks as mask_ops
 from hf_prune.surgery.depth import remove_layers as _remove_layers
+from hf_prune.surgery.offload import read_param
 from hf_prune.surgery.structure import sync_config
 from hf_prune.surgery.width import shrink_heads, shrink_mlp
 
@@ -32,6 +33,9 @@ def count_nonzero(model: nn.Module) -> int:
         if name.endswith(suffix):
             owner = model.get_submodule(name[: -len(suffix)])
             total += int(torch.count_nonzero(owner.weight.detach()))
+        elif p.is_meta:  # offloaded by accelerate: count the values in its weights map
+            module_name, _, pname = name.rpartition(".")
+            total += int(torch.count_nonzero(read_param(model.get_submodule(module_name), pname)))
         else:
             total += int(torch.count_nonzero(p.detach()))
     return total

@@ -7,13 +7,13 @@ from typing import ClassVar
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from hf_prune.calibration.stats import InputHessian, StatCollector
 from hf_prune.config import check_range
 from hf_prune.methods.unstructured import UnstructuredConfig
 from hf_prune.scoring.sparsegpt import sparsegpt_prune
-from hf_prune.surgery.masks import apply_mask, has_mask, remove_mask, weight_out_in
+from hf_prune.surgery.masks import apply_mask, has_mask, remove_mask
+from hf_prune.surgery.offload import is_offloaded, read_weight_out_in, write_weight_out_in
 
 
 @dataclass
@@ -70,8 +70,7 @@ class SparseGPTConfig(UnstructuredConfig):
         assert isinstance(hess, InputHessian)
         if has_mask(module):
             remove_mask(module, make_physical=True)
-        # Conv1D weights arrive as a transposed view; the solver indexes flat views, so copy to contiguous.
-        w = weight_out_in(module).detach().float().contiguous()
+        w = read_weight_out_in(module).float()
         n, m = self.nm or (0, 0)
         new_w, keep = sparsegpt_prune(
             w,
@@ -82,7 +81,9 @@ class SparseGPTConfig(UnstructuredConfig):
             blocksize=self.blocksize,
             percdamp=self.percdamp,
         )
-        stored = new_w.t() if isinstance(module, Conv1D) else new_w
-        module.weight.data.copy_(stored.to(module.weight.dtype))
-        apply_mask(module, keep)
+        if is_offloaded(module):
+            write_weight_out_in(module, new_w * keep.to(new_w.dtype))
+        else:
+            write_weight_out_in(module, new_w)
+            apply_mask(module, keep)
         return w.abs()

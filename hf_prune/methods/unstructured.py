@@ -32,7 +32,10 @@ from hf_prune.methods.base import PruneContext, SparsityConfig
 from hf_prune.report import LayerReport, score_summary
 from hf_prune.selection.nm import nm_mask, nm_sparsity, parse_pattern
 from hf_prune.selection.topk import unstructured_mask
-from hf_prune.surgery.masks import apply_mask, weight_out_in
+from hf_prune.surgery.masks import apply_mask
+from hf_prune.surgery.offload import is_offloaded, read_weight_out_in, write_weight_out_in
+
+weight_out_in = read_weight_out_in  # every read below must also work for offloaded modules
 
 ALLOCATION_NAMES = ("uniform", "global")
 
@@ -190,12 +193,16 @@ class UnstructuredConfig(SparsityConfig):
             ratio: Its sparsity.
             stats: Its statistics.
         """
-        w = weight_out_in(module).detach()
+        w = read_weight_out_in(module)
         scores = self.score(w, stats)
         keep = (
             nm_mask(scores, *self.nm) if self.nm else unstructured_mask(scores, ratio, compare=self.compare)
         )
-        apply_mask(module, keep)
+        if is_offloaded(module):
+            # accelerate owns an offloaded weight: write the pruned values back instead of a mask.
+            write_weight_out_in(module, w * keep.to(w.dtype))
+        else:
+            apply_mask(module, keep)
         return scores
 
 
@@ -281,6 +288,11 @@ def _gradient_stats(
     from hf_prune.scoring.refer_svd import representation_svd_loss
 
     batches = ctx.get_batches(config.method)
+    if any(is_offloaded(r.module) for r in refs):
+        raise ValueError(
+            f"Method {config.method!r} needs a full backward pass, which accelerate-offloaded modules do not "
+            "support; load the model without offloading or use a calibration method (wanda, sparsegpt)."
+        )
     stats: list[dict[str, Any]] = [{} for _ in refs]
     for objective in getattr(config, "objectives", ("ce",)):
         grads = accumulate_gradients(
@@ -363,6 +375,11 @@ def _alpha_metrics(model: PreTrainedModel, alloc: AlphaAllocation, refs: list[Li
     from hf_prune.esd import compute_esd_metrics, load_metric_file
 
     names = [r.name for r in refs]
+    if not alloc.metric_file and any(is_offloaded(r.module) for r in refs):
+        raise ValueError(
+            "AlphaAllocation on an accelerate-offloaded model needs precomputed metrics: compute them once "
+            "(hf_prune.esd.compute_esd_metrics on a loaded copy, or published values) and pass metric_file=."
+        )
     if alloc.metric_file:
         return np.asarray(load_metric_file(alloc.metric_file, names), dtype=np.float64)
     name_or_path = str(getattr(model.config, "_name_or_path", "") or "")

@@ -152,4 +152,6 @@ def clean_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         prefix = f"{name}." if name else ""
         state.pop(f"{prefix}parametrizations.weight.original", None)
         state[f"{prefix}weight"] = module.weight.detach()
-    return state
+    from hf_prune.surgery.offload import materialize_state_dict
+
+    return materialize_state_dict(model, state)

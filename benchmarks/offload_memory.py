@@ -1,0 +1,150 @@
+"""Pruning a model whose fp32 weights exceed an imposed memory cap, through accelerate disk offload.
+
+A Llama with ~340 MB of fp32 weights is loaded twice in fresh subprocesses: fully in memory, and
+with ``device_map="auto", max_memory={"cpu": CAP}`` so accelerate offloads the blocks to disk. Both
+are pruned with Wanda (sequential runner); the table shows the process's peak RSS above the
+interpreter + torch baseline and the time, and checks that the pruned models give the same logits.
+
+Run: ``python -m benchmarks.offload_memory [--cap 64MB]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks.common import print_table, write_results
+
+SETUP = dict(hidden=768, intermediate=2048, layers=12, heads=12, kv=4, vocab=2048)
+
+
+class RssSampler:
+    """Samples the process RSS every few ms (ru_maxrss is a high-water mark that imports already set)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import psutil
+
+        self._proc = psutil.Process()
+        self.start = self._proc.memory_info().rss
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self._stop.wait(0.005)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return (self.peak - self.start) / 2**20
+
+
+def _build(folder: str) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(0)
+    s = SETUP
+    cfg = LlamaConfig(
+        vocab_size=s["vocab"],
+        hidden_size=s["hidden"],
+        intermediate_size=s["intermediate"],
+        num_hidden_layers=s["layers"],
+        num_attention_heads=s["heads"],
+        num_key_value_heads=s["kv"],
+    )
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.save_pretrained(folder)
+    return sum(p.numel() for p in model.parameters()) * 4
+
+
+def _child(folder: str, mode: str, cap: str, out_logits: str) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hf_prune import CalibrationConfig, WandaConfig, prune
+
+    torch.set_num_threads(1)
+    sampler = RssSampler()
+    t0 = time.perf_counter()
+    if mode == "offloaded":
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, device_map="auto", max_memory={"cpu": cap}, offload_folder=tempfile.mkdtemp()
+        )
+        devices = sorted(set(model.hf_device_map.values()))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        devices = ["cpu"]
+    g = torch.Generator().manual_seed(0)
+    texts = [" ".join(str(int(v)) for v in torch.randint(0, 2048, (400,), generator=g)) for _ in range(8)]
+
+    class Tok:
+        def __call__(self, text, return_tensors=None, add_special_tokens=False):
+            return {"input_ids": torch.tensor([[int(t) % 2048 for t in text.split()]])}
+
+    calib = CalibrationConfig(dataset=texts, nsamples=8, seqlen=128, batch_size=2)
+    pruned = prune(model, WandaConfig(sparsity=0.5), calibration=calib, tokenizer=Tok(), progress=False)
+    with torch.no_grad():
+        logits = pruned(input_ids=torch.arange(32).unsqueeze(0)).logits
+    torch.save(logits, out_logits)
+    peak_mb = sampler.stop()
+    return {
+        "mode": mode,
+        "devices": ",".join(devices),
+        "peak_rss_above_start_mb": peak_mb,
+        "seconds": time.perf_counter() - t0,
+        "sparsity": pruned.report.sparsity,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--child", nargs=4)
+    parser.add_argument("--cap", default="64MB")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_child(*args.child)))
+        return
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_bytes = _build(f"{tmp}/model")
+        rows = []
+        for mode in ("in-memory", "offloaded"):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.offload_memory",
+                    "--child",
+                    f"{tmp}/model",
+                    mode,
+                    args.cap,
+                    f"{tmp}/{mode}.pt",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        same = torch.allclose(torch.load(f"{tmp}/in-memory.pt"), torch.load(f"{tmp}/offloaded.pt"), atol=1e-4)
+    print(f"model fp32 weights: {fp32_bytes / 2**20:.0f} MB; cap: {args.cap}")
+    print_table(rows)
+    print(f"pruned logits identical (atol 1e-4): {same}")
+    write_results(
+        "offload_memory",
+        {"setup": SETUP, "fp32_mb": fp32_bytes / 2**20, "cap": args.cap, "rows": rows, "logits_equal": same},
+    )
+
+
+if __name__ == "__main__":
+    main()
