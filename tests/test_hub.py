@@ -43,7 +43,9 @@ class HubStandIn:
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (route, path, headers)
         self.repos: dict[str, dict[str, Any]] = {}
         self.branches: dict[str, set[str]] = defaultdict(lambda: {"main"})
-        self.files: dict[tuple[str, str], dict[str, bytes]] = defaultdict(dict)  # (repo, rev) -> path -> bytes
+        self.files: dict[tuple[str, str], dict[str, bytes]] = defaultdict(
+            dict
+        )  # (repo, rev) -> path -> bytes
         self.lfs: dict[str, bytes] = {}
         self.commits: list[dict[str, Any]] = []
         self.fail: dict[str, list[int]] = {}  # route -> status codes answered once each, in order
@@ -161,7 +163,11 @@ class HubStandIn:
             meta = yaml.safe_load(match.group(1)) if match else {}
             relation = (meta or {}).get("base_model_relation")
             if relation is not None and relation not in ACCEPTED_RELATIONS:
-                return 400, {"errors": [{"message": f'"base_model_relation" must be one of {sorted(ACCEPTED_RELATIONS)}'}]}
+                return 400, {
+                    "errors": [
+                        {"message": f'"base_model_relation" must be one of {sorted(ACCEPTED_RELATIONS)}'}
+                    ]
+                }
             return 200, {"errors": [], "warnings": []}
         if route == "branch":
             self.branches[args["repo"]].add(args["branch"])
@@ -174,7 +180,9 @@ class HubStandIn:
                 "files": [
                     {
                         "path": f["path"],
-                        "uploadMode": "lfs" if f["path"].endswith(".safetensors") or f["size"] > 10_000_000 else "regular",
+                        "uploadMode": "lfs"
+                        if f["path"].endswith(".safetensors") or f["size"] > 10_000_000
+                        else "regular",
                         "shouldIgnore": False,
                         "oid": None,
                     }
@@ -226,9 +234,15 @@ class HubStandIn:
                 else:
                     return 400, {"error": f"unsupported operation {item['key']}"}
             self.files[(repo, rev)].update(new)
-            self.commits.append({"repo": repo, "revision": rev, "summary": header["summary"], "files": sorted(new)})
+            self.commits.append(
+                {"repo": repo, "revision": rev, "summary": header["summary"], "files": sorted(new)}
+            )
             oid = hashlib.sha1(json.dumps(self.commits[-1]).encode()).hexdigest()
-            return 200, {"commitUrl": f"{self.url}/{repo}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None}
+            return 200, {
+                "commitUrl": f"{self.url}/{repo}/commit/{oid}",
+                "commitOid": oid,
+                "pullRequestUrl": None,
+            }
         return 404, {"error": f"no such route: {route}"}
 
 
@@ -269,18 +283,30 @@ EVAL = {"perplexity": {"before": 53.5, "after": 60.1, "dataset": "wikitext"}}
 
 
 # --------------------------------------------------------------------------------------------- tests
-def test_push_to_hub_uploads_every_file_byte_for_byte(hub, tmp_path):
-    from hf_prune.integration.card import write_card
+def test_push_to_hub_uploads_every_file_byte_for_byte(hub, tmp_path, monkeypatch):
+    import shutil
 
+    import hf_prune.integration.hub as hub_mod
+
+    # Keep a copy of exactly the folder push_to_hub saved and uploaded (it is a temporary folder).
+    real = hub_mod.push_checkpoint
+
+    def copy_then_push(folder, *args, **kwargs):
+        shutil.copytree(folder, tmp_path / "uploaded")
+        return real(folder, *args, **kwargs)
+
+    monkeypatch.setattr(hub_mod, "push_checkpoint", copy_then_push)
     pm = _pruned(EVAL)
     info = pm.push_to_hub("me/tiny-mag", token="hf_standin", private=True, commit_message="first push")
     assert info.oid and "me/tiny-mag" in info.commit_url
-    # The same model saved locally, with the card naming the repo, is what must have arrived.
-    local = pm.save_pretrained(tmp_path / "local")
-    write_card(local, repo_id="me/tiny-mag", pruned=pm)
+    local = tmp_path / "uploaded"
     expected = {p.name: p.read_bytes() for p in local.iterdir() if p.is_file()}
     received = hub.files[("me/tiny-mag", "main")]
-    assert set(received) == set(expected) >= {"README.md", "config.json", "model.safetensors", "pruning_config.json"}
+    assert (
+        set(received)
+        == set(expected)
+        >= {"README.md", "config.json", "model.safetensors", "pruning_config.json"}
+    )
     for name, data in expected.items():
         assert received[name] == data, name
     # The weights went through LFS (batch -> PUT -> verify), the JSON files as regular blobs.
@@ -290,7 +316,11 @@ def test_push_to_hub_uploads_every_file_byte_for_byte(hub, tmp_path):
     assert hub.commits == [
         {"repo": "me/tiny-mag", "revision": "main", "summary": "first push", "files": sorted(expected)}
     ]
-    auth = {h.get("authorization") or h.get("Authorization") for r, _, h in hub.requests if r in ("create", "commit")}
+    auth = {
+        h.get("authorization") or h.get("Authorization")
+        for r, _, h in hub.requests
+        if r in ("create", "commit")
+    }
     assert auth == {"Bearer hf_standin"}
     assert 'from_pretrained("me/tiny-mag")' in received["README.md"].decode()
 
@@ -298,7 +328,9 @@ def test_push_to_hub_uploads_every_file_byte_for_byte(hub, tmp_path):
 def test_pushed_card_metadata_parses_and_carries_results(hub, tmp_path):
     from huggingface_hub import ModelCard, metadata_load
 
-    pm = _pruned({**EVAL, "hfp_code_mc/acc": {"before": 0.5, "after": 0.42, "task": "hfp_code_mc", "metric": "acc"}})
+    pm = _pruned(
+        {**EVAL, "hfp_code_mc/acc": {"before": 0.5, "after": 0.42, "task": "hfp_code_mc", "metric": "acc"}}
+    )
     pm.push_to_hub("me/tiny-eval", revision="pruned-v1", commit_message="with results")
     assert "pruned-v1" in hub.branches["me/tiny-eval"]
     readme = hub.files[("me/tiny-eval", "pruned-v1")]["README.md"]
@@ -306,13 +338,16 @@ def test_pushed_card_metadata_parses_and_carries_results(hub, tmp_path):
     meta = metadata_load(tmp_path / "README.md")
     assert meta["library_name"] == "hf_prune"
     assert "base_model_relation" not in meta
-    assert {"hf_prune", "pruned", "magnitude", "llama"} <= set(meta["tags"])
+    assert {"hf_prune", "pruned", "pruning:magnitude", "llama"} <= set(meta["tags"])
     results = {r["metrics"][0]["type"]: r for r in meta["model-index"][0]["results"]}
     assert results["perplexity"]["metrics"][0]["value"] == pytest.approx(60.1)
     assert results["perplexity"]["dataset"]["type"] == "wikitext"
     assert results["acc"]["metrics"][0]["value"] == pytest.approx(0.42)
     card = ModelCard(readme.decode())
-    assert {(e.metric_type, e.metric_value) for e in card.data.eval_results} == {("perplexity", 60.1), ("acc", 0.42)}
+    assert {(e.metric_type, e.metric_value) for e in card.data.eval_results} == {
+        ("perplexity", 60.1),
+        ("acc", 0.42),
+    }
 
 
 def test_push_checkpoint_folder_is_read_only_and_failures_raise(hub, tmp_path):
@@ -344,7 +379,9 @@ def test_push_checkpoint_folder_is_read_only_and_failures_raise(hub, tmp_path):
     n_upload = hub.count("lfs_upload")
     push_checkpoint(folder, "me/failing", commit_message="third time")
     assert hub.count("lfs_upload") - n_upload == 2
-    assert hub.files[("me/failing", "main")]["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+    assert (
+        hub.files[("me/failing", "main")]["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+    )
 
     # The local checkpoint folder never changed, and nothing was left next to it.
     assert _snapshot(folder) == before
@@ -356,7 +393,13 @@ def test_invalid_metadata_is_refused_before_any_request(hub, tmp_path):
 
     folder = _pruned().save_pretrained(tmp_path / "ckpt")
     readme = folder / "README.md"
-    readme.write_text(readme.read_text().replace("library_name: hf_prune", "library_name: hf_prune\nbase_model: org/base\nbase_model_relation: pruned", 1))
+    readme.write_text(
+        readme.read_text().replace(
+            "library_name: hf_prune",
+            "library_name: hf_prune\nbase_model: org/base\nbase_model_relation: pruned",
+            1,
+        )
+    )
     with pytest.raises(ValueError, match="base_model_relation"):
         push_checkpoint(folder, "me/bad-card")
     assert [r for r, _, _ in hub.requests if not r.startswith("unknown")] == []

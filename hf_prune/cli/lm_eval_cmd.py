@@ -1,14 +1,15 @@
-"""``hf-prune lm-eval ARGS...``: lm-eval's own command line, with the ``hf-pruned`` model type registered.
+r"""``hf-prune lm-eval ARGS...``: lm-eval's own command line, with the ``hf-pruned`` model type registered.
 
 lm-eval 0.4.13 reads no plugin entry points, so ``lm_eval --model hf-pruned`` cannot find hf_prune's
 model class. This command registers it and then hands ``ARGS`` unchanged to lm-eval's CLI entry
 (``lm_eval.__main__.cli_evaluate``), so every lm-eval option works as documented there::
 
-    hf-prune lm-eval --model hf-pruned --model_args pretrained=out/llama-wanda-50 \\
+    hf-prune lm-eval --model hf-pruned --model_args pretrained=out/llama-wanda-50 \
         --tasks hellaswag arc_easy --batch_size 8 --output_path results/
 
-    hf-prune lm-eval --model hf-pruned --model_args pretrained=out/ckpt --tasks hf_prune_local \\
-        --include_path "$(python -c 'from hf_prune.evaluation import local_task_dir; print(local_task_dir())')"
+    TASKS=$(python -c 'from hf_prune.evaluation import local_task_dir; print(local_task_dir())')
+    hf-prune lm-eval --model hf-pruned --model_args pretrained=out/ckpt --tasks hf_prune_local \
+        --include_path "$TASKS"
 
 ``python -m hf_prune.cli.lm_eval_cmd ARGS...`` does the same without the ``hf-prune`` entry point.
 """

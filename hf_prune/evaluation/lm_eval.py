@@ -254,6 +254,29 @@ def register_hf_pruned() -> type:
                 )
             self._config = self._pruned.base_model.config
 
+        def _create_tokenizer(self, pretrained: Any, tokenizer: Any, *args: Any, **kwargs: Any) -> None:
+            """Load the folder's tokenizer with the rebuilt config.
+
+            ``AutoTokenizer`` otherwise re-reads ``config.json``, which transformers cannot parse when it
+            holds ``per_layer_config``.
+            """
+            if self._pruned is not None and not tokenizer and isinstance(pretrained, str):
+                from transformers import AutoTokenizer
+
+                local = Path(pretrained).expanduser()
+                source = str(local / kwargs.get("subfolder", "")) if local.is_dir() else pretrained
+                tokenizer = AutoTokenizer.from_pretrained(
+                    source,
+                    config=self._pruned.base_model.config,
+                    use_fast=kwargs.get("use_fast_tokenizer", True),
+                    **(
+                        {"revision": kwargs["revision"]}
+                        if kwargs.get("revision") and not local.is_dir()
+                        else {}
+                    ),
+                )
+            return super()._create_tokenizer(pretrained, tokenizer, *args, **kwargs)
+
         def _create_model(self, pretrained: str, *args: Any, **kwargs: Any) -> None:
             """Use the model rebuilt in ``_get_config``; cast to ``dtype`` when one is asked for."""
             if self._pruned is None:
@@ -388,7 +411,11 @@ def run_lm_eval(
     if include_path is not None:
         extra = [include_path] if isinstance(include_path, (str, os.PathLike)) else list(include_path)
         paths = [os.fspath(p) for p in extra] + paths
-    manager = TaskManager(include_path=paths)
+    # Indexing lm-eval's thousands of built-in task YAMLs takes seconds; skip it when every requested
+    # task lives in the given folders (e.g. the offline local tasks).
+    manager = TaskManager(include_path=paths, include_defaults=False)
+    if not set(names) <= set(manager.all_tasks):
+        manager = TaskManager(include_path=paths)
     results = simple_evaluate(
         model=lm, tasks=names, task_manager=manager, limit=limit, num_fewshot=num_fewshot, **kwargs
     )

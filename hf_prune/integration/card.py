@@ -93,8 +93,9 @@ def fmt_number(value: Any) -> str:
 
 
 def _cell(value: Any) -> str:
-    # A pipe inside a cell would end it.
-    return fmt_number(value).replace("|", "\\|").replace("\n", " ")
+    # A pipe would end the cell; "<list of 8 texts>" would be read as an HTML tag and vanish.
+    text = fmt_number(value).replace("|", "\\|").replace("\n", " ")
+    return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
 def markdown_table(headers: list[str], rows: Iterable[Iterable[Any]], align: list[str] | None = None) -> str:
@@ -189,10 +190,16 @@ def load_snippet(
     pre_import = ""
     if preprocessor:
         pre_import = preprocessor
-        pre = f'\nprocessor = {preprocessor}.from_pretrained("{repo}")' if preprocessor == "AutoProcessor" else (
-            f'\ntokenizer = {preprocessor}.from_pretrained("{repo}")'
+        pre = (
+            f'\nprocessor = {preprocessor}.from_pretrained("{repo}")'
+            if preprocessor == "AutoProcessor"
+            else (f'\ntokenizer = {preprocessor}.from_pretrained("{repo}")')
         )
     if needs_hf_prune:
+        if preprocessor:
+            # AutoTokenizer would re-read config.json, which plain transformers cannot parse here.
+            name = "processor" if preprocessor == "AutoProcessor" else "tokenizer"
+            pre = f'\n{name} = {preprocessor}.from_pretrained("{repo}", config=model.config)'
         imports = f"from hf_prune import {auto_class}"
         if pre_import:
             imports += f"\nfrom transformers import {pre_import}"
@@ -421,24 +428,35 @@ def assignments_table(assignments: list[Any] | None) -> str:
     for i, a in enumerate(assignments):
         if isinstance(a, Mapping):
             run = a.get("assignment")
-            layers = "none" if not run else f"{run[0]}–{run[1]}"
+            layers = "none" if not run else f"{run[0]} to {run[1]}"
             rows.append(
-                [a.get("index", i), layers, a.get("num_layers"), a.get("budget", "unlimited"),
-                 a.get("total_cost"), a.get("benefit")]
+                [
+                    a.get("index", i),
+                    layers,
+                    a.get("num_layers"),
+                    a.get("budget", "unlimited"),
+                    a.get("total_cost"),
+                    a.get("benefit"),
+                ]
             )
         elif isinstance(a, (list, tuple)) and len(a) == 2:
-            rows.append([i, f"{a[0]}–{a[1]}", int(a[1]) - int(a[0]) + 1, None, None, None])
+            rows.append([i, f"{a[0]} to {a[1]}", int(a[1]) - int(a[0]) + 1, None, None, None])
         elif a is None:
             rows.append([i, "none", 0, None, None, None])
         else:
             rows.append([i, str(a), None, None, None, None])
     # Budget None in MV-BCS JSON means unlimited.
-    rows = [[*r[:3], "unlimited" if r[3] is None and isinstance(assignments[0], Mapping) else r[3], *r[4:]]
-            for r in rows]
+    rows = [
+        [*r[:3], "unlimited" if r[3] is None and isinstance(assignments[0], Mapping) else r[3], *r[4:]]
+        for r in rows
+    ]
     cols = [0, 1, 2] + [j for j in (3, 4, 5) if any(r[j] not in (None, _MISSING) for r in rows)]
     headers = ["verifier", "layers (inclusive)", "num layers", "budget", "cost", "benefit"]
-    return markdown_table([headers[j] for j in cols], [[r[j] for j in cols] for r in rows],
-                          ["r", "l", "r", "r", "r", "r"][: len(cols)])
+    return markdown_table(
+        [headers[j] for j in cols],
+        [[r[j] for j in cols] for r in rows],
+        ["r", "l", "r", "r", "r", "r"][: len(cols)],
+    )
 
 
 def structure_table(structure: Mapping[str, Any], removed: Mapping[str, list[int]]) -> str:
@@ -465,15 +483,16 @@ def structure_table(structure: Mapping[str, Any], removed: Mapping[str, list[int
         blocks = f"{n + n_removed} → {n}" if n_removed else str(n)
         rows.append(
             [
-                f"`{stack}`",
+                stack,
                 blocks,
                 uniform([r.get("intermediate_size") for r in layers]),
                 uniform([r.get("num_heads") for r in layers]),
                 uniform([r.get("num_kv_heads") for r in layers]),
             ]
         )
-    return markdown_table(["stack", "blocks", "MLP width", "query heads", "KV heads"], rows,
-                          ["l", "r", "l", "l", "l"])
+    return markdown_table(
+        ["stack", "blocks", "MLP width", "query heads", "KV heads"], rows, ["l", "r", "l", "l", "l"]
+    )
 
 
 def _kinds(report: PruningReport) -> list[str]:
@@ -545,7 +564,8 @@ def render_card(
         stem = Path(base).name if base else family
         model_name = f"{stem}-{method}-pruned"
     results = eval_results(report, pipeline_tag or "other")
-    tags = ["hf_prune", "pruned", method, family, *[f"{k}-pruning" for k in kinds]]
+    # "pruning:<method>" rather than a bare "magnitude" / "custom", which would be ambiguous on the Hub.
+    tags = ["hf_prune", "pruned", f"pruning:{method}", family, *[f"{k}-pruning" for k in kinds]]
     card_data = ModelCardData(
         base_model=hub_base,
         library_name="hf_prune",
@@ -558,14 +578,25 @@ def render_card(
 
     # Summary rows.
     summary_rows: list[list[Any]] = [
-        ["parameters", report.params_before, report.params_after, _change(report.params_before,
-                                                                          report.params_after)],
-        ["non-zero parameters", report.nonzero_before, report.nonzero_after,
-         _change(report.nonzero_before, report.nonzero_after)],
+        [
+            "parameters",
+            report.params_before,
+            report.params_after,
+            _change(report.params_before, report.params_after),
+        ],
+        [
+            "non-zero parameters",
+            report.nonzero_before,
+            report.nonzero_after,
+            _change(report.nonzero_before, report.nonzero_after),
+        ],
     ]
     if "unstructured" in kinds:
         summary_rows.append(["sparsity of pruned projections", 0.0, report.sparsity, _MISSING])
-    structure = record.get("structure") or {}
+    raw_structure = record.get("structure") or {}
+    # pruning_config.json is written with sorted keys; show stacks in the model's own order.
+    order = [spec.name for spec in get_arch(pruned.base_model).stacks]
+    structure = {k: raw_structure[k] for k in [*order, *sorted(raw_structure)] if k in raw_structure}
     for stack, idx in sorted((report.removed_layers or {}).items()):
         if idx and stack in structure:
             n = structure[stack].get("num_layers")
@@ -583,7 +614,7 @@ def render_card(
         ["l", "l", "r", "r", "r"],
     )
     sources = sorted({str(r["source"]) for r in eval_rows if r["source"]})
-    has_ppl = any("perplexity" == str(r["metric"]) for r in eval_rows)
+    has_ppl = any(str(r["metric"]) == "perplexity" for r in eval_rows)
     from hf_prune.evaluation.perplexity import PROTOCOL_SUMMARY
 
     config_json = json.dumps(
@@ -591,10 +622,9 @@ def render_card(
         indent=2,
         sort_keys=True,
     )
-    calibration_rows = [
-        [k, v] for k, v in (calib or {}).items() if v is not None and k in (
-            "dataset", "nsamples", "seqlen", "seed", "split", "batch_size", "text_column")
-    ]
+    # A fixed order: pruning_config.json stores the keys sorted, the in-memory dict does not.
+    calib_keys = ("dataset", "nsamples", "seqlen", "seed", "split", "batch_size", "text_column")
+    calibration_rows = [[k, (calib or {})[k]] for k in calib_keys if (calib or {}).get(k) is not None]
     cfg = pruned.pruning_config
     paper = str(getattr(cfg, "paper", "") or "") if cfg is not None else ""
     allocation = record.get("allocation")
@@ -605,16 +635,15 @@ def render_card(
         allocation_text = allocation
 
     base_display = (
-        f"[{hub_base}](https://huggingface.co/{hub_base})" if hub_base
+        f"[{hub_base}](https://huggingface.co/{hub_base})"
+        if hub_base
         else (f"`{Path(base).name}` (a local model)" if base else f"a {family} model")
     )
     needs = needs_hf_prune_to_load(pruned)
     snippet = load_snippet(
         pruned, needs, auto, repo=repo_id or "REPO_OR_PATH", preprocessor=_preprocessor(folder_path, auto)
     )
-    pct_removed = (
-        100.0 * (1 - report.params_after / report.params_before) if report.params_before else 0.0
-    )
+    pct_removed = 100.0 * (1 - report.params_after / report.params_before) if report.params_before else 0.0
     effects = []
     if report.params_after != report.params_before:
         effects.append(f"{pct_removed:.1f}% of its parameters were removed")
@@ -682,7 +711,9 @@ def validate_card_metadata(card: ModelCard | str | os.PathLike[str]) -> dict[str
     """
     if isinstance(card, ModelCard):
         text = str(card)
-    elif isinstance(card, os.PathLike) or (isinstance(card, str) and "\n" not in card and Path(card).is_file()):
+    elif isinstance(card, os.PathLike) or (
+        isinstance(card, str) and "\n" not in card and Path(card).is_file()
+    ):
         text = Path(card).read_text(encoding="utf-8")
     else:
         text = str(card)
@@ -752,11 +783,18 @@ def write_card(
 def load_checkpoint_any(folder: str | os.PathLike[str]) -> PrunedModel:
     """Load an hf_prune checkpoint with the auto class matching its ``config.json``.
 
+    ``architectures`` names the head when present; otherwise (a first save of a model built with
+    ``from_config`` records ``null``) each task head is tried, and the strict shape / key check of
+    the loader rejects the wrong ones.
+
     Args:
         folder: The checkpoint folder.
 
     Returns:
         The :class:`PrunedModel`.
+
+    Raises:
+        ValueError: If no auto class fits the weights.
     """
     import transformers
 
@@ -766,14 +804,22 @@ def load_checkpoint_any(folder: str | os.PathLike[str]) -> PrunedModel:
     cfg = read_json(Path(folder) / "config.json", what="model config")
     archs = cfg.get("architectures") or []
     name = archs[0] if archs else ""
-    if name.endswith(("ForCausalLM", "LMHeadModel")):
-        cls: Any = transformers.AutoModelForCausalLM
-    elif name.endswith("ForSequenceClassification"):
-        cls = transformers.AutoModelForSequenceClassification
-    elif name.endswith("ForImageClassification"):
-        cls = transformers.AutoModelForImageClassification
-    elif name.endswith("ForConditionalGeneration") and "Llava" in name:
-        cls = transformers.AutoModelForImageTextToText
-    else:
-        cls = transformers.AutoModel
-    return load_pruned(folder, cls)
+    heads = [
+        (("ForCausalLM", "LMHeadModel"), transformers.AutoModelForCausalLM),
+        (("ForSequenceClassification",), transformers.AutoModelForSequenceClassification),
+        (("ForImageClassification",), transformers.AutoModelForImageClassification),
+        (("ForConditionalGeneration",), transformers.AutoModelForImageTextToText),
+    ]
+    matching = [cls for suffixes, cls in heads if name.endswith(suffixes)]
+    candidates: list[Any] = matching or [cls for _, cls in heads] + [transformers.AutoModel]
+    errors = []
+    for cls in candidates:
+        try:
+            return load_pruned(folder, cls)
+        except ValueError as err:
+            if len(candidates) == 1:
+                raise
+            errors.append(f"{cls.__name__}: {str(err)[:200]}")
+    raise ValueError(
+        f"no transformers auto class fits the checkpoint in {str(folder)!r}: " + " | ".join(errors)
+    )
