@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from hf_prune.cli import demo, layers, prune_cmd, zoo
+from hf_prune.cli import card, demo, layers, lm_eval_cmd, prune_cmd, zoo
+from hf_prune.cli import eval as eval_cmd
 from hf_prune.version import __version__
 
 #: Each entry adds one sub-command to the parser (``add_parser(subparsers)``).
@@ -15,6 +16,9 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     demo.add_parser,
     zoo.add_parser,
     layers.add_parser,
+    eval_cmd.add_parser,
+    card.add_parser,
+    lm_eval_cmd.add_parser,
 ]
 
 

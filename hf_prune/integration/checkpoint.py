@@ -73,6 +73,9 @@ def save_pruned(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         model = pruned.base_model
+        if not getattr(model.config, "architectures", None):
+            # transformers fills this in during save_pretrained, after we have built config.json.
+            model.config.architectures = [type(model).__name__]
         config_data = config_dict_for_save(model)
         state = clean_state_dict(model)
         # save_original_format=False keeps the in-memory key names (e.g. LLaVA's), which both our

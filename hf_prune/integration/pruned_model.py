@@ -273,6 +273,8 @@ class PrunedModel(nn.Module):
         token: str | bool | None = None,
         revision: str | None = None,
         commit_message: str = "Upload pruned model (hf_prune)",
+        commit_description: str | None = None,
+        create_pr: bool = False,
     ) -> Any:
         """Save to a temporary folder with hf_prune's card and upload it with ``HfApi.upload_folder``.
 
@@ -286,6 +288,8 @@ class PrunedModel(nn.Module):
             token: Hub token.
             revision: Branch to commit to.
             commit_message: Commit message.
+            commit_description: Longer commit description.
+            create_pr: Open a pull request instead of committing to the branch.
 
         Returns:
             The ``huggingface_hub`` commit info.
@@ -300,6 +304,8 @@ class PrunedModel(nn.Module):
             token=token,
             revision=revision,
             commit_message=commit_message,
+            commit_description=commit_description,
+            create_pr=create_pr,
         )
 
     def extra_repr(self) -> str:

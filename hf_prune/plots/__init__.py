@@ -4,6 +4,15 @@ A thin re-export file: each topic lives in its own module (``layer_selection``, 
 functions here.
 """
 
+from hf_prune.plots.eval import (
+    activation_norms,
+    plot_activation_norms,
+    plot_benchmark_comparison,
+    plot_layer_importance,
+    plot_layer_ratios,
+    plot_semantic_drift,
+    report_layer_scores,
+)
 from hf_prune.plots.layer_selection import (
     plot_assignments,
     plot_layer_significance,
@@ -13,9 +22,16 @@ from hf_prune.plots.layer_selection import (
 from hf_prune.plots.report import plot_layer_sparsity
 
 __all__ = [
+    "activation_norms",
+    "plot_activation_norms",
     "plot_assignments",
+    "plot_benchmark_comparison",
+    "plot_layer_importance",
+    "plot_layer_ratios",
     "plot_layer_significance",
     "plot_layer_sparsity",
     "plot_pruning_ratios",
+    "plot_semantic_drift",
     "plot_strategy_comparison",
+    "report_layer_scores",
 ]
