@@ -37,7 +37,11 @@ def _configs(sparsities: list[float], high: float) -> list[tuple[str, str, float
         for method in ("magnitude", "wanda", "sparsegpt"):
             rows.append((method, "uniform", s, PruningConfig.from_dict({"method": method, "sparsity": s})))
     for method in ("magnitude", "wanda"):
-        for name, alloc in (("alpha", AlphaAllocation(epsilon=0.3)), ("owl", OWLAllocation())):
+        for name, alloc in (
+            ("alpha", AlphaAllocation(epsilon=0.3)),
+            ("alpha-eps0.1", AlphaAllocation(epsilon=0.1)),
+            ("owl", OWLAllocation()),
+        ):
             cfg = PruningConfig.from_dict({"method": method, "sparsity": high})
             cfg.allocation = alloc
             rows.append((method, name, high, cfg))
