@@ -214,6 +214,8 @@ def test_llava_tiny_reuses_the_trained_language_model(tiny_llama, monkeypatch):
     recipe = dataclasses.replace(
         ZOO_MODELS["llava-tiny"],
         max_steps=3,
+        # lr 0: the language model must then still be exactly the cached llama-gqa-small.
+        learning_rate=0.0,
         max_eval_windows=12,
         extra={**ZOO_MODELS["llava-tiny"].extra, "train_images": 48, "heldout_images": 12},
     )

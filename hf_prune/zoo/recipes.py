@@ -115,8 +115,11 @@ _LLAMA = ZooRecipe(
         "rope_theta": 10000.0,
         "tie_word_embeddings": False,
     },
-    max_steps=400,
-    learning_rate=2e-3,
+    # Batch 8 x 800 steps beat 16 x 400 at equal tokens and time (held-out perplexity 95.6 vs 107.4).
+    batch_size=8,
+    max_steps=800,
+    learning_rate=2.5e-3,
+    warmup_steps=50,
 )
 
 _OPT = ZooRecipe(
@@ -140,8 +143,10 @@ _OPT = ZooRecipe(
         "activation_dropout": 0.0,
         "layerdrop": 0.0,
     },
-    max_steps=500,
-    learning_rate=2e-3,
+    batch_size=8,
+    max_steps=1000,
+    learning_rate=2.5e-3,
+    warmup_steps=50,
 )
 
 _BERT = ZooRecipe(
@@ -169,8 +174,8 @@ _LLAVA = ZooRecipe(
     kind="llava",
     model_type="llava",
     description=(
-        "LLaVA whose language model is llama-gqa-small (frozen), with a 2-layer CLIP vision tower "
-        "(32x32 images, 8x8 patches) and projector trained to caption rendered coloured shapes"
+        "LLaVA whose language model starts from llama-gqa-small, with a 2-layer CLIP vision tower "
+        "(32x32 images, 8x8 patches) and projector, trained to caption rendered coloured shapes"
     ),
     config={
         "image_size": 32,
@@ -183,13 +188,13 @@ _LLAVA = ZooRecipe(
         "projection_dim": 64,
     },
     batch_size=32,
-    max_steps=300,
+    max_steps=600,
     learning_rate=1e-3,
     warmup_steps=20,
     min_lr_ratio=0.1,
     weight_decay=0.0,
     eval_batch_size=48,
-    extra={"language_model": "llama-gqa-small", "train_images": 2400, "heldout_images": 240},
+    extra={"language_model": "llama-gqa-small", "train_images": 12000, "heldout_images": 240},
 )
 
 ZOO_MODELS: dict[str, ZooRecipe] = {recipe.name: recipe for recipe in (_LLAMA, _OPT, _BERT, _LLAVA)}
