@@ -12,7 +12,7 @@ import hf_prune
 from hf_prune import CustomConfig, MagnitudeConfig, prune
 from hf_prune.arch import get_arch, get_layers, head_geometry, param_count
 
-KINDS = ["unstructured", "uniform_width", "nonuniform_width", "depth", "width_depth"]
+KINDS = ["unstructured", "uniform_mlp", "uniform_width", "nonuniform_width", "depth", "width_depth"]
 
 
 def _apply(kind: str, model, fam):
@@ -23,6 +23,9 @@ def _apply(kind: str, model, fam):
     for spec in arch.stacks:
         n = len(get_layers(model, spec))
         geo = head_geometry(model, spec, 0)
+        if kind == "uniform_mlp":
+            for i in range(n):
+                pm.prune_neurons(i, list(range(0, 48, 3)), stack=spec.name)  # 48 -> 16 everywhere
         if kind in ("uniform_width", "width_depth"):
             for i in range(n):
                 pm.prune_neurons(i, list(range(0, 48, 2)), stack=spec.name)  # 48 -> 24 everywhere
