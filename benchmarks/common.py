@@ -58,3 +58,29 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     path.write_text(json.dumps({"benchmark": name, "environment": environment(), **payload}, indent=2))
     print(f"wrote {path}")
     return path
+
+
+class RssSampler:
+    """Samples the process RSS every few ms (ru_maxrss is a high-water mark that imports already set)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import psutil
+
+        self._proc = psutil.Process()
+        self.start = self._proc.memory_info().rss
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self._stop.wait(0.005)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return (self.peak - self.start) / 2**20

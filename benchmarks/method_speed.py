@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 
-from benchmarks.common import print_table, write_results
+from benchmarks.common import RssSampler, print_table, write_results
 
 METHODS = ["magnitude", "wanda", "sparsegpt", "snip"]
 WHOLE = ["wanda", "sparsegpt"]
@@ -35,7 +34,7 @@ def _child(model_name: str, method: str, mode: str, sparsity: float, nsamples: i
     calib_file = zoo.write_split_text("calibration", "/tmp/hf_prune_bench_calib.txt")
     calib = CalibrationConfig(dataset=str(calib_file), nsamples=nsamples, seqlen=seqlen)
     config = PruningConfig.from_dict({"method": method, "sparsity": sparsity})
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    sampler = RssSampler()
     t0 = time.perf_counter()
     if mode == "sequential":
         prune(
@@ -44,13 +43,13 @@ def _child(model_name: str, method: str, mode: str, sparsity: float, nsamples: i
     else:
         _whole_model(model, config, calib, tok)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_mb = sampler.stop()
     ppl = perplexity(model, tok, zoo.get_eval_texts("heldout"), seqlen=seqlen, max_windows=24, progress=False)
     return {
         "method": method,
         "mode": mode,
         "seconds": seconds,
-        "peak_rss_above_model_mb": (peak - base) / 1024,
+        "peak_rss_above_model_mb": peak_mb,
         "ppl": ppl,
     }
 

@@ -17,35 +17,9 @@ import sys
 import tempfile
 import time
 
-from benchmarks.common import print_table, write_results
+from benchmarks.common import RssSampler, print_table, write_results
 
 SETUP = dict(hidden=768, intermediate=2048, layers=12, heads=12, kv=4, vocab=2048)
-
-
-class RssSampler:
-    """Samples the process RSS every few ms (ru_maxrss is a high-water mark that imports already set)."""
-
-    def __init__(self) -> None:
-        import threading
-
-        import psutil
-
-        self._proc = psutil.Process()
-        self.start = self._proc.memory_info().rss
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            self._stop.wait(0.005)
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        return (self.peak - self.start) / 2**20
 
 
 def _build(folder: str) -> int:
