@@ -10,12 +10,11 @@ Run: ``python -m benchmarks.runner_memory``
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
 
-from benchmarks.common import print_table, write_results
+from benchmarks.common import RssSampler, print_table, write_results
 
 SETUP = dict(hidden=512, intermediate=1376, layers=12, heads=8, kv=2, nsamples=8, seqlen=256, batch=2)
 
@@ -41,7 +40,7 @@ def _child(mode: str) -> dict:
     model = AutoModelForCausalLM.from_config(cfg).eval()
     ids = torch.randint(0, 1024, (s["nsamples"], s["seqlen"]))
     batches = [{"input_ids": b} for b in ids.split(s["batch"])]
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    sampler = RssSampler()
     t0 = time.perf_counter()
     checksum = 0.0
     if mode == "whole-model":
@@ -73,10 +72,10 @@ def _child(mode: str) -> dict:
         )
         checksum = sum(traces)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_mb = sampler.stop()
     return {
         "mode": mode,
-        "peak_rss_above_model_mb": (peak - base) / 1024,
+        "peak_rss_above_model_mb": peak_mb,
         "seconds": seconds,
         "checksum": checksum,
     }
