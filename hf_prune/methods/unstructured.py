@@ -35,8 +35,6 @@ from hf_prune.selection.topk import unstructured_mask
 from hf_prune.surgery.masks import apply_mask
 from hf_prune.surgery.offload import is_offloaded, read_weight_out_in, write_weight_out_in
 
-weight_out_in = read_weight_out_in  # every read below must also work for offloaded modules
-
 ALLOCATION_NAMES = ("uniform", "global")
 
 
@@ -320,7 +318,8 @@ def _allocate(
     from hf_prune.allocation.owl import layer_outlier_ratio
 
     sparsity = config.target_sparsity
-    counts = np.array([weight_out_in(r.module).numel() for r in refs], dtype=np.int64)
+    # Shapes only: reading offloaded weights from disk just to count them would be wasted I/O.
+    counts = np.array([int(np.prod(linear_in_out(r.module))) for r in refs], dtype=np.int64)
     alloc = config.allocation
     if alloc == "uniform":
         return np.full(len(refs), sparsity), {}
@@ -342,19 +341,19 @@ def _allocate(
         def keep_wanda(i: int, stats: dict[str, StatCollector]) -> None:
             sq = stats["sq_norm"]
             assert isinstance(sq, InputSqNorm)  # internal: the pass collects what it is asked for
-            scores[i] = wanda_scores(weight_out_in(refs[i].module).detach(), sq.sum_sq)
+            scores[i] = wanda_scores(read_weight_out_in(refs[i].module).detach(), sq.sum_sq)
 
         _calibrated_pass(model, refs, "sq_norm", ctx, config.method, keep_wanda, recompute=False)
     elif grad_stats is not None:
-        scores = list(config.score_group([weight_out_in(r.module).detach() for r in refs], grad_stats))
+        scores = list(config.score_group([read_weight_out_in(r.module).detach() for r in refs], grad_stats))
     elif config.needs:
 
         def keep_scores(i: int, stats: dict[str, StatCollector]) -> None:
-            scores[i] = _scores_proxy(config, weight_out_in(refs[i].module).detach(), stats)
+            scores[i] = _scores_proxy(config, read_weight_out_in(refs[i].module).detach(), stats)
 
         _calibrated_pass(model, refs, config.needs, ctx, config.method, keep_scores, recompute=False)
     else:
-        scores = [config.score(weight_out_in(r.module).detach(), {}) for r in refs]
+        scores = [config.score(read_weight_out_in(r.module).detach(), {}) for r in refs]
     full = [s if s is not None else torch.zeros(0) for s in scores]
     if alloc == "global":
         return global_threshold_ratios(full, sparsity), {}
@@ -386,7 +385,7 @@ def _alpha_metrics(model: PreTrainedModel, alloc: AlphaAllocation, refs: list[Li
     # The cache is keyed by model id *and* a fingerprint of the weights: a model fine-tuned or pruned
     # in memory under the same name must not be served stale metrics.
     fingerprint = hashlib.sha1(
-        np.array([float(weight_out_in(r.module).detach().float().sum()) for r in refs]).tobytes()
+        np.array([float(read_weight_out_in(r.module).detach().float().sum()) for r in refs]).tobytes()
     ).hexdigest()[:16]
     values = compute_esd_metrics(model, alloc.metric, model_id=name_or_path or None, revision=fingerprint)
     missing = [n for n in names if n not in values]
@@ -421,7 +420,7 @@ def run_unstructured(
     def prune_one(i: int, stats: dict[str, StatCollector]) -> None:
         ref = refs[i]
         scores = config.prune_layer(ref.module, float(ratios[i]), stats)
-        w = weight_out_in(ref.module)
+        w = read_weight_out_in(ref.module)
         nz = int(torch.count_nonzero(w.detach()))
         summary = score_summary(scores)
         if metric_values is not None:
