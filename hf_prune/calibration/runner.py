@@ -124,15 +124,23 @@ def run_sequential(
             block = layers[idx]
             named = collectors(idx, block) if collectors else {}
             handles = [attach(mod, col) for mod, col in named.values()]
+            # Only one copy of the activations is ever alive: when the block is recomputed after
+            # pruning, the first pass runs for its hooks only; otherwise its outputs replace the
+            # inputs batch by batch (they are not needed again).
+            second_pass = on_block is not None and recompute
             try:
                 with torch.no_grad():
-                    outs = [_hidden(block(*a, **k)) for a, k in inputs]
+                    for j, (a, k) in enumerate(inputs):
+                        out = _hidden(block(*a, **k))
+                        if not second_pass:
+                            inputs[j] = _with_hidden(a, k, out)
+                        del out
             finally:
                 for h in handles:
                     h.remove()
             if on_block is not None:
                 on_block(idx, block, {name: col for name, (_, col) in named.items()})
-                if recompute:
-                    with torch.no_grad():
-                        outs = [_hidden(block(*a, **k)) for a, k in inputs]
-            inputs = [_with_hidden(a, k, o) for (a, k), o in zip(inputs, outs, strict=True)]
+            if second_pass:
+                with torch.no_grad():
+                    for j, (a, k) in enumerate(inputs):
+                        inputs[j] = _with_hidden(a, k, _hidden(block(*a, **k)))
