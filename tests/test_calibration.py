@@ -152,3 +152,21 @@ def test_catcher_captures_all_kwargs():
     assert "position_embeddings" in kwargs
     hidden = args[0] if args else kwargs["hidden_states"]
     assert hidden.shape == (2, 12, 32)
+
+
+def test_collectors_merge_like_one_pass():
+    x = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
+    whole_sq, whole_h = InputSqNorm(6), InputHessian(6)
+    whole_sq.update(x)
+    whole_h.update(x)
+    a_sq, b_sq, a_h, b_h = InputSqNorm(6), InputSqNorm(6), InputHessian(6), InputHessian(6)
+    a_sq.update(x[:15])
+    b_sq.update(x[15:])
+    a_h.update(x[:15])
+    b_h.update(x[15:])
+    a_sq.merge(b_sq)
+    a_h.merge(b_h)
+    torch.testing.assert_close(a_sq.sum_sq, whole_sq.sum_sq)
+    torch.testing.assert_close(a_h.hessian(), whole_h.hessian())
+    with pytest.raises(TypeError, match="same width"):
+        a_sq.merge(InputSqNorm(5))

@@ -34,18 +34,28 @@ def test_sparsegpt_beats_magnitude_on_trained_model(trained, sparsity):
     calib = CalibrationConfig(dataset=str(calib_file), nsamples=16, seqlen=256, seed=0)
     dense = _ppl(model, tok)
     mag = _ppl(prune(copy.deepcopy(model), MagnitudeConfig(sparsity=sparsity), progress=False), tok)
-    sgpt = _ppl(prune(copy.deepcopy(model), SparseGPTConfig(sparsity=sparsity), calibration=calib, tokenizer=tok,
-                      progress=False), tok)
+    sgpt = _ppl(
+        prune(
+            copy.deepcopy(model),
+            SparseGPTConfig(sparsity=sparsity),
+            calibration=calib,
+            tokenizer=tok,
+            progress=False,
+        ),
+        tok,
+    )
     assert dense < sgpt < mag, (dense, sgpt, mag)
 
 
 def test_layer_scores_on_zoo_model(trained, tmp_path):
     model, _, _ = trained
-    scores = extract_layer_scores(model, metric="alpha_peak", sparsity=0.7, epsilon=0.3, model_name="llama-gqa-small")
+    scores = extract_layer_scores(
+        model, metric="alpha_peak", sparsity=0.7, epsilon=0.3, model_name="llama-gqa-small"
+    )
     path = scores.save(tmp_path / "scores.json")
     import json
 
-    data = json.loads(open(path).read())
+    data = json.loads(path.read_text())
     jsonschema.validate(data, load_schema())
     assert data["num_prunable_layers"] == 6 * 7 and data["num_blocks"] == 6
     again = LayerScores.load(path)

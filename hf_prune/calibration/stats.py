@@ -51,7 +51,8 @@ class InputSqNorm(StatCollector):
         self.tokens += x.shape[0]
 
     def merge(self, other: StatCollector) -> None:  # noqa: D102
-        assert isinstance(other, InputSqNorm)  # internal invariant, not user input
+        if not isinstance(other, InputSqNorm) or other.sum_sq.shape != self.sum_sq.shape:
+            raise TypeError(f"Can only merge an InputSqNorm of the same width, got {type(other).__name__}.")
         self.sum_sq = self.sum_sq + other.sum_sq.to(self.sum_sq.device)
         self.tokens += other.tokens
 
@@ -78,7 +79,8 @@ class InputHessian(StatCollector):
         self.tokens += x.shape[0]
 
     def merge(self, other: StatCollector) -> None:  # noqa: D102
-        assert isinstance(other, InputHessian)
+        if not isinstance(other, InputHessian) or other.sum_xxt.shape != self.sum_xxt.shape:
+            raise TypeError(f"Can only merge an InputHessian of the same width, got {type(other).__name__}.")
         self.sum_xxt = self.sum_xxt + other.sum_xxt.to(self.sum_xxt.device)
         self.tokens += other.tokens
 
