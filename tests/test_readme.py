@@ -19,3 +19,17 @@ def test_readme_has_runnable_blocks():
 def test_readme_block_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {"__name__": "__readme__"})
+
+
+def test_quickstart_example_runs(tmp_path, capsys):
+    import runpy
+    import sys
+
+    script = README.parent / "examples" / "quickstart.py"
+    argv = sys.argv
+    sys.argv = [str(script), "--output", str(tmp_path / "qs")]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert "reload identical: True" in capsys.readouterr().out
