@@ -208,3 +208,10 @@ def make_model(name: str, seed: int = 0) -> tuple[Any, Family]:
 def logits(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
         return model(**inputs).logits
+
+
+class CharTokenizer:
+    """A tokenizer stand-in: one id per character (enough for calibration windows)."""
+
+    def __call__(self, text, return_tensors=None, add_special_tokens=False):
+        return {"input_ids": torch.tensor([[3 + (ord(c) % 90) for c in text]])}

@@ -7,22 +7,13 @@ import json
 import datasets
 import pytest
 import torch
-from families import make_model
+from families import CharTokenizer, make_model
 
 from hf_prune import CalibrationConfig
 from hf_prune.arch import get_arch, iter_block_linears, linear_in_out
 from hf_prune.calibration import data as cdata
 from hf_prune.calibration.runner import capture_block_inputs, run_sequential
 from hf_prune.calibration.stats import InputHessian, InputSqNorm, attach
-
-
-class CharTokenizer:
-    """A tokenizer stand-in: one id per character (enough to test windowing)."""
-
-    def __call__(self, text, return_tensors=None, add_special_tokens=False):
-        ids = torch.tensor([[3 + (ord(c) % 90) for c in text]])
-        return {"input_ids": ids}
-
 
 TEXTS = [f"document number {i} " * 20 for i in range(30)]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as T
-from test_unstructured import CALIB, CharTokenizer
+from families import CharTokenizer
+from test_unstructured import CALIB
 
 from hf_prune import (
     AlphaAllocation,

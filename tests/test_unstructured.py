@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from families import logits, make_model
+from families import CharTokenizer, logits, make_model
 
 from hf_prune import (
     AFRConfig,
@@ -23,12 +23,6 @@ from hf_prune import (
 )
 from hf_prune.selection.topk import num_to_prune
 from hf_prune.surgery.masks import weight_out_in
-
-
-class CharTokenizer:
-    def __call__(self, text, return_tensors=None, add_special_tokens=False):
-        return {"input_ids": torch.tensor([[3 + (ord(c) % 90) for c in text]])}
-
 
 CALIB = CalibrationConfig(
     dataset=[f"calibration text number {i} with some words" * 5 for i in range(20)],

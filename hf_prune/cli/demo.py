@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     method = pick_method(args.method)
     config = PruningConfig.from_dict({"method": method, "sparsity": args.sparsity})
     calibration = CalibrationConfig(dataset=str(calib_file), nsamples=args.nsamples, seqlen=args.seqlen)
-    needs_data = method != "magnitude"
+    needs_data = bool(getattr(config, "needs", ""))  # the config says whether it calibrates
     pruned = prune(
         model, config, calibration=calibration if needs_data else None, tokenizer=tokenizer, progress=progress
     )

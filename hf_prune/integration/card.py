@@ -156,14 +156,10 @@ def needs_hf_prune_to_load(pruned: PrunedModel) -> bool:
     Returns:
         ``True`` when only hf_prune can rebuild the structure.
     """
-    from hf_prune.surgery.structure import config_dict_for_save
+    from hf_prune.surgery.structure import config_updates
 
-    def has_plc(node: Any) -> bool:
-        if isinstance(node, Mapping):
-            return "per_layer_config" in node or any(has_plc(v) for v in node.values())
-        return False
-
-    return has_plc(config_dict_for_save(pruned.base_model))
+    # The same plan that writes config.json: per-layer overrides are exactly what becomes per_layer_config.
+    return any(update["per_layer"] for update in config_updates(pruned.base_model).values())
 
 
 def load_snippet(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,23 +152,12 @@ class PrunedModel(nn.Module):
             keep: Neuron indices to keep.
             stack: Stack name (default: the main stack).
         """
-        spec = self._stack(stack)
-        origin = self._origins(spec)
-        block = get_layers(self.base_model, spec)[layer]
-        before = param_count(block)
-        shrink_mlp(self.base_model, spec, layer, keep)
-        self.report.layers.append(
-            LayerReport(
-                name=f"{spec.name}.{origin[layer]}.mlp",
-                kind="mlp",
-                params_before=before,
-                params_after=param_count(block),
-                kept_units={"neurons": len(keep)},
-                stack=spec.name,
-                block=origin[layer],
-            )
-        )
-        self.refresh()
+
+        def apply(spec: StackSpec) -> dict[str, Any]:
+            shrink_mlp(self.base_model, spec, layer, keep)
+            return {"neurons": len(keep)}
+
+        self._record_width_change(stack, layer, "mlp", apply)
 
     def prune_heads(self, layer: int, keep_heads: Sequence[int], stack: str | None = None) -> None:
         """Keep only query heads ``keep_heads`` of block ``layer`` (GQA-aware, see ``shrink_heads``).
@@ -178,19 +167,30 @@ class PrunedModel(nn.Module):
             keep_heads: Query-head indices to keep.
             stack: Stack name (default: the main stack).
         """
+
+        def apply(spec: StackSpec) -> dict[str, Any]:
+            shrink_heads(self.base_model, spec, layer, keep_heads)
+            kv = head_geometry(self.base_model, spec, layer).num_kv_heads
+            return {"heads": sorted(int(h) for h in keep_heads), "kv_heads": kv}
+
+        self._record_width_change(stack, layer, "attention", apply)
+
+    def _record_width_change(
+        self, stack: str | None, layer: int, kind: str, apply: Callable[[StackSpec], dict[str, Any]]
+    ) -> None:
+        """Run a width surgery on block ``layer`` and add its report row (original block numbering)."""
         spec = self._stack(stack)
         origin = self._origins(spec)
         block = get_layers(self.base_model, spec)[layer]
         before = param_count(block)
-        shrink_heads(self.base_model, spec, layer, keep_heads)
-        geo = head_geometry(self.base_model, spec, layer)
+        kept = apply(spec)
         self.report.layers.append(
             LayerReport(
-                name=f"{spec.name}.{origin[layer]}.attention",
-                kind="attention",
+                name=f"{spec.name}.{origin[layer]}.{kind}",
+                kind=kind,
                 params_before=before,
                 params_after=param_count(block),
-                kept_units={"heads": sorted(int(h) for h in keep_heads), "kv_heads": geo.num_kv_heads},
+                kept_units=kept,
                 stack=spec.name,
                 block=origin[layer],
             )

@@ -204,16 +204,6 @@ class UnstructuredConfig(SparsityConfig):
         return scores
 
 
-def _scores_proxy(
-    config: UnstructuredConfig, weight: torch.Tensor, stats: dict[str, StatCollector]
-) -> torch.Tensor:
-    """Scores for allocation pre-passes; SparseGPT's saliency needs an inverse Hessian, so it uses Wanda's."""
-    if "hessian" in stats and "sq_norm" not in stats:
-        diag = torch.diagonal(stats["hessian"].sum_xxt)
-        return weight.abs().float() * diag.clamp_min(0).sqrt().to(weight.device)
-    return config.score(weight, stats)
-
-
 def _new_stats(kind: str, module: nn.Module) -> dict[str, StatCollector]:
     n_in = linear_in_out(module)[0]
     if kind == "sq_norm":
@@ -349,7 +339,8 @@ def _allocate(
     elif config.needs:
 
         def keep_scores(i: int, stats: dict[str, StatCollector]) -> None:
-            scores[i] = _scores_proxy(config, read_weight_out_in(refs[i].module).detach(), stats)
+            # SparseGPT's score() is its |W|·sqrt(diag H) proxy: the exact saliency needs an inverse Hessian.
+            scores[i] = config.score(read_weight_out_in(refs[i].module).detach(), stats)
 
         _calibrated_pass(model, refs, config.needs, ctx, config.method, keep_scores, recompute=False)
     else:
