@@ -200,6 +200,8 @@ def build_zoo_model(
         start = time.perf_counter()
         model, tokenizer, metrics = _builder(recipe)(recipe, staging, steps, run_seed, progress)
         wall_time = time.perf_counter() - start
+        if recipe.save_dtype != "float32":
+            model = model.to(getattr(torch, recipe.save_dtype))
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         versions = {
@@ -262,14 +264,15 @@ def _install(staging: Path, output: Path, recipe: ZooRecipe) -> None:
 
 
 def _load(model_dir: Path, recipe: ZooRecipe) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    # Stored weights may be half precision; pruning math and the recorded metrics are float32.
     if recipe.kind == "causal_lm":
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     elif recipe.kind == "sequence_classification":
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32)
     else:
         from transformers import LlavaForConditionalGeneration
 
-        model = LlavaForConditionalGeneration.from_pretrained(model_dir)
+        model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return model, tokenizer

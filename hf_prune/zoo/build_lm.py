@@ -13,7 +13,7 @@ from hf_prune.evaluation.perplexity import PROTOCOL_SUMMARY, encode_dataset, per
 from hf_prune.zoo.corpus import get_eval_texts
 from hf_prune.zoo.recipes import ZooRecipe
 from hf_prune.zoo.tokenizer import train_bpe_tokenizer
-from hf_prune.zoo.training import deterministic_build, random_window_sampler, train_loop
+from hf_prune.zoo.training import deterministic_build, random_window_sampler, round_to_dtype, train_loop
 
 
 def training_stream(
@@ -85,13 +85,31 @@ def build_causal_lm(
         pad_token_id=tokenizer.pad_token_id,
         **recipe.config,
     )
+    heldout = get_eval_texts("heldout")
+    curve: list[dict[str, float]] = []
+
+    def curve_point() -> float:
+        return perplexity(
+            model,
+            tokenizer,
+            heldout,
+            seqlen=recipe.seqlen,
+            batch_size=recipe.eval_batch_size,
+            max_windows=recipe.curve_windows,
+            progress=False,
+        )
+
     start = time.perf_counter()
     with deterministic_build(seed, recipe.num_threads):
         model = AutoModelForCausalLM.from_config(config)
         sampler = random_window_sampler(stream, recipe.seqlen, recipe.batch_size, seed)
-        losses = train_loop(model, recipe, max_steps, sampler, progress=progress)
+        losses = train_loop(
+            model, recipe, max_steps, sampler, progress=progress, evaluate=curve_point, curve=curve
+        )
         train_time = time.perf_counter() - start
-        heldout = get_eval_texts("heldout")
+        # Metrics describe the weights as stored: round them to the storage dtype first.
+        fp32_curve_point = curve_point() if recipe.save_dtype != "float32" else None
+        round_to_dtype(model, recipe.save_dtype)
         ppl = perplexity(
             model,
             tokenizer,
@@ -129,6 +147,16 @@ def build_causal_lm(
             "first_loss": losses[0],
             "final_loss_mean_last_20": sum(losses[-20:]) / len(losses[-20:]),
             "train_time_s": train_time,
+            "learning_curve": curve,
+            "learning_curve_protocol": (
+                f"held-out perplexity on the first {recipe.curve_windows} windows of {recipe.seqlen} "
+                f"tokens every {recipe.eval_every} steps; train_loss is the mean over those steps"
+            ),
+        },
+        "storage": {
+            "dtype": recipe.save_dtype,
+            "curve_windows_perplexity_float32": fp32_curve_point,
+            "curve_windows_perplexity_stored": curve_point() if fp32_curve_point is not None else None,
         },
     }
     return model, tokenizer, metrics

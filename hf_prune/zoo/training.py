@@ -99,15 +99,21 @@ def train_loop(
     max_steps: int,
     next_batch: Callable[[int], dict[str, torch.Tensor]],
     progress: bool = True,
+    evaluate: Callable[[], float] | None = None,
+    curve: list[dict[str, float]] | None = None,
 ) -> list[float]:
     """Train ``model`` for ``max_steps`` steps on batches from ``next_batch``.
 
     Args:
         model: A model whose call with the batch's keyword arguments returns an output with ``.loss``.
-        recipe: Supplies the optimizer and clipping settings.
+        recipe: Supplies the optimizer and clipping settings and ``eval_every``.
         max_steps: Optimizer steps.
         next_batch: Called with the step index; returns the model's keyword arguments.
         progress: Show a tqdm bar.
+        evaluate: Called (model in eval mode, no gradients) every ``recipe.eval_every`` steps and after
+            the last step; its value goes into ``curve``. It must not use the global RNG, so that the
+            weights are the same with and without a curve.
+        curve: List that receives ``{"step", "train_loss", "heldout"}`` points.
 
     Returns:
         The training loss of every step.
@@ -126,6 +132,17 @@ def train_loop(
         losses.append(float(loss.detach()))
         if step % 10 == 0 or step == max_steps - 1:
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        done = step + 1
+        if evaluate is not None and recipe.eval_every and (done % recipe.eval_every == 0 or done == max_steps):
+            model.eval()
+            with torch.no_grad():
+                value = evaluate()
+            model.train()
+            recent = losses[-min(len(losses), recipe.eval_every) :]
+            if curve is not None:
+                curve.append({"step": done, "train_loss": sum(recent) / len(recent), "heldout": value})
+            if progress:
+                bar.write(f"step {done}: held-out {value:.3f}")
     model.eval()
     return losses
 
@@ -162,3 +179,22 @@ def random_window_sampler(
         return {"input_ids": batch, "labels": batch}
 
     return next_batch
+
+
+def round_to_dtype(model: nn.Module, dtype: str) -> None:
+    """Round every floating-point parameter and buffer to ``dtype`` in place, keeping it in float32.
+
+    The zoo stores weights in half precision; rounding before measuring makes the recorded metrics
+    those of the stored weights, which load back (as float32) bit-identical to the rounded ones.
+
+    Args:
+        model: The model to round.
+        dtype: ``"float32"`` (no-op), ``"float16"`` or ``"bfloat16"``.
+    """
+    target = getattr(torch, dtype)
+    if target == torch.float32:
+        return
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(target).to(tensor.dtype))
