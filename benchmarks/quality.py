@@ -101,6 +101,45 @@ def run_model(name: str, args: argparse.Namespace, calib_file: Path) -> list[dic
     return rows
 
 
+def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reference-model targets (issue 10), checked on this run's uniform rows.
+
+    A trained reference model must show pruning damage: magnitude at 50% costs >= 4% perplexity and
+    at 70% >= 30%, and Wanda and SparseGPT beat magnitude at every sparsity measured.
+    """
+    checks = []
+    for name in dict.fromkeys(r["model"] for r in rows):
+        table = {
+            (r["method"], r["sparsity"]): r["ppl_mean"]
+            for r in rows
+            if r["model"] == name and r["allocation"] in ("uniform", "-")
+        }
+        dense = table[("dense", 0.0)]
+        for sparsity, floor in ((0.5, 0.04), (0.7, 0.30)):
+            if ("magnitude", sparsity) in table:
+                cost = table[("magnitude", sparsity)] / dense - 1
+                checks.append(
+                    {
+                        "model": name,
+                        "check": f"magnitude {sparsity:.0%} costs >= {floor:.0%}",
+                        "value": f"{cost:+.1%}",
+                        "met": cost >= floor,
+                    }
+                )
+        for (method, sparsity), value in sorted(table.items()):
+            if method in ("wanda", "sparsegpt"):
+                mag = table[("magnitude", sparsity)]
+                checks.append(
+                    {
+                        "model": name,
+                        "check": f"{method} beats magnitude at {sparsity:.0%}",
+                        "value": f"{value:.2f} vs {mag:.2f}",
+                        "met": value < mag,
+                    }
+                )
+    return checks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", nargs="+", default=["llama-gqa-small", "opt-small"])
@@ -122,7 +161,9 @@ def main() -> None:
     print_table(
         rows, ["model", "method", "allocation", "sparsity", "seeds", "ppl_mean", "ppl_std", "seconds"]
     )
-    write_results("quality", {"args": vars(args), "rows": rows})
+    checks = targets(rows)
+    print_table(checks, ["model", "check", "value", "met"])
+    write_results("quality", {"args": vars(args), "rows": rows, "targets": checks})
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ def prune(
         model: A supported ``PreTrainedModel`` (or a ``PrunedModel``, to prune further).
         config: A registered method's config (``MagnitudeConfig(sparsity=0.5)``).
         calibration: Calibration data for methods that need it.
-        tokenizer: Tokenizer for text calibration data.
-        progress: Show progress bars.
+        tokenizer: Tokenizer (or processor) for text calibration data. It is remembered as
+            ``PrunedModel.tokenizer`` and saved with the model by ``save_pretrained`` / ``push_to_hub``.
+        progress: Show progress bars (only on a terminal; see :func:`hf_prune.utils.show_progress`).
 
     Returns:
         The pruned model, with ``report`` filled in.
@@ -58,5 +59,7 @@ def prune(
     wrapped.report.layers.extend(rows)
     if calibration is not None:
         wrapped.calibration = calibration.describe()
+    if tokenizer is not None:
+        wrapped.tokenizer = tokenizer
     wrapped.refresh()
     return wrapped

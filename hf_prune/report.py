@@ -69,6 +69,9 @@ class PruningReport:
         removed_layers: Original indices of removed blocks, per stack.
         assignments: Layer-selection assignments, when a selection optimizer ran.
         evaluation: Evaluation results (``{"perplexity": {"before": .., "after": ..}}``).
+        speed: Measured latency of the pruned model against its baseline
+            (:func:`hf_prune.evaluation.compare_latency`: ``baseline_ms``, ``pruned_ms``, ``speedup``
+            and the machine), empty until measured.
         extra: Method-specific extras.
     """
 
@@ -81,6 +84,7 @@ class PruningReport:
     removed_layers: dict[str, list[int]] = field(default_factory=dict)
     assignments: list[Any] | None = None
     evaluation: dict[str, Any] = field(default_factory=dict)
+    speed: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

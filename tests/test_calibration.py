@@ -161,3 +161,21 @@ def test_collectors_merge_like_one_pass():
     torch.testing.assert_close(a_h.hessian(), whole_h.hessian())
     with pytest.raises(TypeError, match="same width"):
         a_sq.merge(InputSqNorm(5))
+
+
+def test_long_calibration_text_gives_no_length_warning(transformers_warnings):
+    from hf_prune.zoo.tokenizer import train_bpe_tokenizer
+
+    short = train_bpe_tokenizer(TEXTS, vocab_size=300, model_max_length=8)
+    cfg = CalibrationConfig(dataset=TEXTS, nsamples=3, seqlen=16, seed=0, batch_size=3)
+    batches = cdata.build_calibration_batches(cfg, short)
+    warning = "Token indices sequence length is longer than the specified maximum"
+    assert [r for r in transformers_warnings if warning in r.getMessage()] == []
+    # The same windows as with a tokenizer whose context fits the text (same training, same vocabulary).
+    roomy = train_bpe_tokenizer(TEXTS, vocab_size=300, model_max_length=1_000_000)
+    expected = cdata.build_calibration_batches(cfg, roomy)
+    assert len(batches) == len(expected) == 1
+    assert torch.equal(batches[0]["input_ids"], expected[0]["input_ids"])
+    # A plain call on the joined text does warn: the capture works.
+    assert len(short("\n\n".join(TEXTS), add_special_tokens=False)["input_ids"]) > 8
+    assert any(warning in r.getMessage() for r in transformers_warnings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from families import logits, make_model
@@ -77,26 +79,53 @@ def test_every_command_has_help(capsys):
 
 
 @pytest.mark.slow
-def test_demo_end_to_end(tmp_path, capsys):
+def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
+    from hf_prune.zoo import build as zoo_build
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the demo must use the shipped weights, not train")
+
+    monkeypatch.setattr(zoo_build, "build_zoo_model", no_build)
     torch.manual_seed(0)
+    out_dir = tmp_path / "demo"
     rc = main(
         [
             "demo",
-            "--train-steps",
-            "4",
             "--output",
-            str(tmp_path / "demo"),
+            str(out_dir),
+            "--methods",
+            "magnitude",
+            "sparsegpt",
+            "--sparsities",
+            "0.5",
+            "0.7",
             "--eval-windows",
-            "3",
+            "4",
             "--nsamples",
             "4",
             "--seqlen",
             "64",
+            "--latency-repeats",
+            "2",
             "--no-progress",
         ]
     )
     out = capsys.readouterr().out
     assert rc == 0
     assert "reload reproduces logits: True" in out
-    assert (tmp_path / "demo" / "pruned" / "README.md").is_file()
-    assert (tmp_path / "demo" / "layer_sparsity.png").stat().st_size > 1000
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| method | sparsity | perplexity")
+    assert [row.split("|")[1].strip() for row in table[2:]] == ["dense", *["magnitude", "sparsegpt"] * 2]
+    results = json.loads((out_dir / "results.json").read_text())
+    by_key = {(r["method"], r["sparsity"]): r for r in results["rows"]}
+    dense = results["dense"]["perplexity"]
+    # On the trained model pruning costs perplexity, more at 70% than at 50%.
+    for method in ("magnitude", "sparsegpt"):
+        assert dense < by_key[(method, 0.5)]["value"] < by_key[(method, 0.7)]["value"]
+    assert all(abs(r["measured_sparsity"] - r["sparsity"]) < 0.01 for r in results["rows"])
+    best = min((by_key[(m, 0.7)] for m in ("magnitude", "sparsegpt")), key=lambda r: r["value"])
+    assert f"best at 70%: {best['method']}" in out
+    card = (out_dir / "pruned" / "README.md").read_text()
+    assert "## Measured speed" in card and "x" in card.split("## Measured speed")[1]
+    assert (out_dir / "pruned" / "tokenizer.json").is_file()
+    assert (out_dir / "perplexity_vs_sparsity.png").stat().st_size > 10_000

@@ -445,3 +445,24 @@ def test_pushed_weights_reload(hub, tmp_path):
     ids = torch.randint(3, 96, (1, 8), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(again(input_ids=ids).logits, pm(input_ids=ids).logits)
+
+
+def test_push_to_hub_uploads_the_remembered_tokenizer(hub, tmp_path):
+    from transformers import AutoTokenizer
+
+    from hf_prune.zoo.tokenizer import train_bpe_tokenizer
+
+    texts = ["def add(a, b):\n    return a + b\n", "for i in range(10):\n    print(i * i)\n"] * 6
+    tok = train_bpe_tokenizer(texts, vocab_size=300, model_max_length=64)
+    model, _ = make_model("llama")  # ids are never run through it; only the files matter here
+    pm = prune(model, MagnitudeConfig(sparsity=0.5), tokenizer=tok, progress=False)
+    pm.push_to_hub("me/with-tokenizer")  # no tokenizer= here: the one given to prune() is uploaded
+    received = hub.files[("me/with-tokenizer", "main")]
+    assert {"tokenizer.json", "tokenizer_config.json", "model.safetensors", "README.md"} <= set(received)
+    down = tmp_path / "download"
+    down.mkdir()
+    for name, data in received.items():
+        (down / name).write_bytes(data)
+    probe = "for x in range(3):\n    print(add(x, x))"
+    assert AutoTokenizer.from_pretrained(down)(probe)["input_ids"] == tok(probe)["input_ids"]
+    assert 'AutoTokenizer.from_pretrained("me/with-tokenizer")' in received["README.md"].decode()

@@ -141,3 +141,23 @@ def test_bad_input(model, tokenizer, tmp_path):
         perplexity(model, tokenizer, TEXTS, seqlen=16.0, progress=False)
     with pytest.raises(ValueError, match="batch_size=0"):
         perplexity(model, tokenizer, TEXTS, seqlen=16, batch_size=0, progress=False)
+
+
+LENGTH_WARNING = "Token indices sequence length is longer than the specified maximum"
+
+
+def test_long_text_gives_no_length_warning_and_the_same_value(model, tokenizer, transformers_warnings):
+    # A fresh tokenizer (the warning is given once per instance) whose context is far shorter than the
+    # joined text; same training data, so the same vocabulary as the module's tokenizer.
+    short = train_bpe_tokenizer(TEXTS, vocab_size=300, model_max_length=8)
+    joined = "\n\n".join(TEXTS)
+    got = perplexity(model, short, TEXTS, seqlen=16, progress=False)
+    ids = encode_dataset(short, TEXTS)
+    assert [r for r in transformers_warnings if LENGTH_WARNING in r.getMessage()] == []
+    # Same ids and value as a plain tokenizer call; that call does warn, so the capture works.
+    plain = short(joined)["input_ids"]
+    assert len(plain) > 8 * short.model_max_length
+    assert ids.tolist() == plain
+    assert any(LENGTH_WARNING in r.getMessage() for r in transformers_warnings)
+    assert got == pytest.approx(naive_perplexity(model, torch.tensor(plain), 16), rel=1e-4)
+    assert got == pytest.approx(perplexity(model, tokenizer, TEXTS, seqlen=16, progress=False), rel=1e-6)

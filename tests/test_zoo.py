@@ -1,6 +1,7 @@
 import argparse
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from safetensors.torch import load_file
 from hf_prune.cli import zoo as zoo_cli
 from hf_prune.zoo import (
     ZOO_MODELS,
+    ZooIntegrityError,
     build_zoo_model,
     get_eval_texts,
     list_models,
@@ -74,6 +76,11 @@ def test_build_writes_card_metrics_and_manifest(tiny_llama, tmp_path):
     assert entry["value"] > 1 and entry["baseline"] > 1
     assert metrics["corpus"]["corpus_sha256"] == corpus_sha256()
     assert metrics["training"]["steps"] == 3
+    # The learning curve has a point at the last step, and the stored weights are half precision.
+    curve = metrics["training"]["learning_curve"]
+    assert curve[-1]["step"] == 3 and curve[-1]["heldout"] > 1
+    assert {t.dtype for t in _weights(path).values()} == {torch.float16}
+    assert metrics["storage"]["dtype"] == "float16"
     card = (path / "README.md").read_text()
     assert f"{entry['value']:.4g}" in card and f"{entry['baseline']:.4g}" in card
     assert metrics["corpus"]["python_version"] in card
@@ -240,3 +247,68 @@ def test_llava_tiny_reuses_the_trained_language_model(tiny_llama, monkeypatch):
     # The llava cache depends on the language model's recipe: changing it makes llava-tiny stale.
     monkeypatch.setitem(ZOO_MODELS, "llama-gqa-small", dataclasses.replace(tiny_llama, seed=5))
     assert "different recipe" in verify_model_dir(model_dir, recipe)
+
+
+SHIPPED = ("llama-gqa-small", "opt-small", "llava-tiny")
+
+
+def _no_build(*args, **kwargs):
+    raise AssertionError(f"load_zoo_model must not build a shipped model: {args}")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_match_their_recipe_and_load_without_building(name, monkeypatch, tmp_path):
+    shipped = zoo_build.shipped_model_dir(name)
+    assert shipped is not None, f"{name} must ship with hf_prune under {zoo_build.SHIPPED_ROOT}"
+    # A recipe changed without re-shipping the weights would make every user train: catch it here.
+    assert verify_model_dir(shipped, ZOO_MODELS[name]) is None
+    monkeypatch.setattr(zoo_build, "build_zoo_model", _no_build)
+    model, tokenizer = load_zoo_model(name, cache_dir=tmp_path)
+    assert not (tmp_path / "zoo").exists()
+    stored = _weights(shipped)
+    assert {t.dtype for t in stored.values()} == {torch.float16}
+    loaded = model.state_dict()
+    assert {t.dtype for t in loaded.values() if t.is_floating_point()} == {torch.float32}
+    if ZOO_MODELS[name].kind == "causal_lm":  # (LLaVA renames its keys on save)
+        # Stored half-precision weights come back as float32, exactly the upcast stored values.
+        assert all(torch.equal(loaded[key], stored[key].float()) for key in stored)
+    assert tokenizer.decode(tokenizer("def f(x):\n    return x")["input_ids"]) == "def f(x):\n    return x"
+
+
+@pytest.mark.parametrize("victim", ["model.safetensors", "tokenizer.json", "config.json"])
+def test_tampered_shipped_file_is_refused(victim, monkeypatch, tmp_path):
+    name = "llama-gqa-small"
+    root = tmp_path / "weights"
+    shutil.copytree(zoo_build.shipped_model_dir(name), root / name)
+    monkeypatch.setattr(zoo_build, "SHIPPED_ROOT", root)
+    monkeypatch.setattr(zoo_build, "build_zoo_model", _no_build)
+    load_zoo_model(name, cache_dir=tmp_path / "cache")  # the untouched copy loads
+    target = root / name / victim
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit
+    target.write_bytes(bytes(data))
+    with pytest.raises(ZooIntegrityError, match=f"{victim} does not match its recorded sha256"):
+        load_zoo_model(name, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()  # refused, not silently rebuilt or replaced
+
+
+def test_shipped_folder_without_manifest_is_refused(monkeypatch, tmp_path):
+    name = "opt-small"
+    root = tmp_path / "weights"
+    shutil.copytree(zoo_build.shipped_model_dir(name), root / name)
+    (root / name / "zoo_manifest.json").unlink()
+    monkeypatch.setattr(zoo_build, "SHIPPED_ROOT", root)
+    monkeypatch.setattr(zoo_build, "build_zoo_model", _no_build)
+    with pytest.raises(ZooIntegrityError, match="zoo_manifest.json is missing"):
+        load_zoo_model(name, cache_dir=tmp_path / "cache")
+
+
+def test_cli_lists_shipped_models_and_builds_to_output(tiny_llama, tmp_path, capsys):
+    assert _cli(["zoo", "list"]) == 0
+    listing = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    assert listing["opt-small"] == "shipped"
+    # tiny_llama changed the llama recipe: the shipped copy does not apply to it.
+    assert listing["llama-gqa-small"] == "not"
+    out = tmp_path / "exported"
+    assert _cli(["zoo", "build", "llama-gqa-small", "--output", str(out)]) == 0
+    assert verify_model_dir(out, tiny_llama) is None

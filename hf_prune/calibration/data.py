@@ -17,6 +17,7 @@ import torch
 
 from hf_prune.config import CalibrationConfig
 from hf_prune.registry import Registry
+from hf_prune.utils import quiet_tokenize
 
 
 @dataclass(frozen=True)
@@ -151,12 +152,31 @@ def _local_texts(path: Path, config: CalibrationConfig) -> list[str]:
     )
 
 
+def text_tokenizer(tokenizer: Any) -> Any:
+    """Return what encodes plain text: a processor's ``tokenizer``, else ``tokenizer`` itself.
+
+    A multimodal processor (``LlavaProcessor``) takes ``images`` as its first argument, so calibration
+    text goes to its tokenizer.
+
+    Args:
+        tokenizer: A tokenizer, a processor, or any callable tokenizer.
+    """
+    from transformers import ProcessorMixin
+
+    if isinstance(tokenizer, ProcessorMixin) and getattr(tokenizer, "tokenizer", None) is not None:
+        return tokenizer.tokenizer
+    return tokenizer
+
+
 def build_calibration_batches(config: CalibrationConfig, tokenizer: Any) -> list[dict[str, torch.Tensor]]:
     """Tokenize the calibration texts and cut seeded random windows.
 
+    The picked texts are joined and tokenized once, without transformers' "sequence length is longer
+    than the specified maximum" warning (the length is intended).
+
     Args:
         config: The calibration config.
-        tokenizer: A transformers tokenizer.
+        tokenizer: A transformers tokenizer, or a processor (its ``tokenizer`` encodes the text).
 
     Returns:
         Batches of ``{"input_ids", "attention_mask"}``, each ``[batch_size, seqlen]`` (the last may be
@@ -178,7 +198,11 @@ def build_calibration_batches(config: CalibrationConfig, tokenizer: Any) -> list
         size += len(texts[i])
         if size >= budget_chars:
             break
-    ids = tokenizer("\n\n".join(picked), return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    # The joined text is far longer than model_max_length on purpose: windows are cut below.
+    encoded = quiet_tokenize(
+        text_tokenizer(tokenizer), "\n\n".join(picked), return_tensors="pt", add_special_tokens=False
+    )
+    ids = encoded["input_ids"][0]
     n = int(ids.numel())
     if n <= config.seqlen:
         raise ValueError(

@@ -16,6 +16,8 @@ from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 from transformers.utils import ModelOutput
 
+from hf_prune.utils import show_progress
+
 OBJECTIVES = ("ce", "rep")
 
 
@@ -52,7 +54,7 @@ def accumulate_gradients(
         objective: ``"ce"`` (the language-modelling loss, labels = inputs; SNIP) or ``"rep"`` (the
             representation loss ``rep_loss`` summed over the modules' outputs; ReFer-SVD).
         rep_loss: Loss of one module output, required for ``"rep"``.
-        progress: Show a progress bar.
+        progress: Show a progress bar (only on a terminal; see :func:`hf_prune.utils.show_progress`).
 
     Returns:
         One fp32 gradient per module.
@@ -89,7 +91,7 @@ def accumulate_gradients(
         for p in params:
             p.requires_grad_(True)
         device = params[0].device
-        for batch in tqdm(batches, desc=f"gradients ({objective})", disable=not progress):
+        for batch in tqdm(batches, desc=f"gradients ({objective})", disable=not show_progress(progress)):
             inputs = {k: v.to(device) for k, v in batch.items()}
             rep_terms.clear()
             if objective == "ce":

@@ -20,6 +20,7 @@ from transformers import PreTrainedModel
 
 from hf_prune.arch import StackSpec, get_arch, get_layers
 from hf_prune.calibration.stats import StatCollector, attach
+from hf_prune.utils import show_progress
 
 BlockInputs = list[tuple[tuple[Any, ...], dict[str, Any]]]
 CollectorFactory = Callable[[int, nn.Module], dict[str, tuple[nn.Module, StatCollector]]]
@@ -112,7 +113,7 @@ def run_sequential(
             complete (prune it here).
         recompute: Recompute the block's outputs after ``on_block`` so the next block sees the pruned
             block's outputs (as SparseGPT and Wanda do).
-        progress: Show a progress bar.
+        progress: Show a progress bar (only on a terminal; see :func:`hf_prune.utils.show_progress`).
     """
     arch = get_arch(model)
     specs = [arch.stack(stack)] if stack else list(arch.stacks)
@@ -120,7 +121,8 @@ def run_sequential(
         with torch.no_grad():
             inputs = capture_block_inputs(model, spec, batches)
         layers = get_layers(model, spec)
-        for idx in tqdm(range(len(layers)), desc=f"calibrate {spec.name}", disable=not progress):
+        bar = tqdm(range(len(layers)), desc=f"calibrate {spec.name}", disable=not show_progress(progress))
+        for idx in bar:
             block = layers[idx]
             named = collectors(idx, block) if collectors else {}
             handles = [attach(mod, col) for mod, col in named.values()]

@@ -1,21 +1,26 @@
-"""``hf-prune demo``: the README's first command, end to end on the embedded default.
+"""``hf-prune demo``: the README's first command, end to end on the shipped trained model.
 
-Builds (or reuses) the zoo's trained ``llama-gqa-small``, measures held-out perplexity, prunes it with
-the best registered method, measures again, saves the checkpoint with its card, checks that it
-reloads to identical logits, prints a table and writes a plot. Nothing is downloaded.
+Loads the zoo's trained ``llama-gqa-small`` (shipped with hf_prune: nothing is trained or downloaded),
+prunes it with magnitude, Wanda and SparseGPT at 50% and 70%, measures held-out perplexity, parameters,
+non-zeros, forward latency against the dense model (interleaved runs) and the time each prune took,
+prints one table, saves the best pruned model at the highest sparsity (weights, tokenizer, model card),
+checks that it reloads to identical logits, and plots perplexity against sparsity per method.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-#: Preference order for the demo's method: the best one registered in this install wins.
-PREFERRED_METHODS = ("sparsegpt", "wanda", "magnitude")
+DEFAULT_METHODS = ("magnitude", "wanda", "sparsegpt")
+DEFAULT_SPARSITIES = (0.5, 0.7)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -25,13 +30,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         subparsers: The ``hf-prune`` sub-parsers.
     """
     p = subparsers.add_parser("demo", help="prune the bundled trained model end to end", description=__doc__)
-    p.add_argument("--model", default="llama-gqa-small", help="zoo model name")
-    p.add_argument("--method", default=None, help="pruning method (default: best available)")
-    p.add_argument("--sparsity", type=float, default=0.5)
-    p.add_argument("--output", default="demo_out", help="folder for the pruned checkpoint and plot")
+    p.add_argument("--model", default="llama-gqa-small", help="zoo model name (a causal LM)")
+    p.add_argument(
+        "--methods", nargs="+", default=list(DEFAULT_METHODS), help="registered pruning methods to compare"
+    )
+    p.add_argument(
+        "--sparsities", nargs="+", type=float, default=list(DEFAULT_SPARSITIES), help="target sparsities"
+    )
+    p.add_argument("--output", default="demo_out", help="folder for the checkpoint, plot and results")
     p.add_argument("--nsamples", type=int, default=32, help="calibration windows")
     p.add_argument("--seqlen", type=int, default=256, help="calibration / evaluation window length")
     p.add_argument("--eval-windows", type=int, default=40, help="held-out windows for perplexity")
+    p.add_argument("--latency-repeats", type=int, default=10, help="timed forward passes per model")
     p.add_argument(
         "--train-steps",
         type=int,
@@ -42,18 +52,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def pick_method(requested: str | None) -> str:
-    """Return ``requested`` or the best registered method.
+def _error(message: str) -> int:
+    import sys
 
-    Args:
-        requested: A method name or ``None``.
-    """
-    from hf_prune.methods import METHODS
-
-    if requested:
-        METHODS.get(requested)
-        return requested
-    return next(m for m in PREFERRED_METHODS if m in METHODS)
+    print(f"hf-prune demo: error: {message}", file=sys.stderr)
+    return 2
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -64,8 +67,27 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.train_steps is None:
         return zoo.load_zoo_model(args.model)
     folder = Path(args.output) / "base"
-    zoo.build_zoo_model(args.model, folder, max_steps=args.train_steps)
+    zoo.build_zoo_model(args.model, folder, max_steps=args.train_steps, progress=not args.no_progress)
     return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def _validate(args: argparse.Namespace) -> str | None:
+    from hf_prune.methods import METHODS
+    from hf_prune.zoo import ZOO_MODELS
+
+    if args.model not in ZOO_MODELS or ZOO_MODELS[args.model].kind != "causal_lm":
+        causal = [name for name, recipe in ZOO_MODELS.items() if recipe.kind == "causal_lm"]
+        return f"--model {args.model!r} is not a zoo causal LM; allowed: {', '.join(sorted(causal))}"
+    for method in args.methods:
+        if method not in METHODS:
+            return f"--methods: unknown method {method!r}; registered: {', '.join(sorted(METHODS))}"
+    for sparsity in args.sparsities:
+        if not 0.0 < sparsity < 1.0:
+            return f"--sparsities: {sparsity} is out of range; each must be in (0, 1), e.g. 0.5"
+    for name in ("nsamples", "seqlen", "eval_windows", "latency_repeats"):
+        if getattr(args, name) < 1:
+            return f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,56 +97,118 @@ def run(args: argparse.Namespace) -> int:
         args: Parsed arguments.
 
     Returns:
-        Exit code (non-zero if the reloaded checkpoint does not reproduce the pruned logits).
+        Exit code: 0 on success, 2 on bad input, 1 if the reloaded checkpoint does not reproduce the
+        pruned model's logits.
     """
+    problem = _validate(args)
+    if problem is not None:
+        return _error(problem)
     from hf_prune import AutoPrunedModelForCausalLM, CalibrationConfig, PruningConfig, prune, zoo
     from hf_prune.evaluation import perplexity
-    from hf_prune.plots.report import plot_layer_sparsity
+    from hf_prune.plots.report import plot_quality_vs_sparsity
 
     progress = not args.no_progress
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    model, tokenizer = _load(args)
+    dense, tokenizer = _load(args)
     heldout = zoo.get_eval_texts("heldout")
     calib_file = zoo.write_split_text("calibration", out / "calibration.txt")
+    calibration = CalibrationConfig(dataset=str(calib_file), nsamples=args.nsamples, seqlen=args.seqlen)
 
     def ppl(m: Any) -> float:
         return perplexity(
-            m, tokenizer, heldout, seqlen=args.seqlen, max_windows=args.eval_windows, progress=progress
+            m, tokenizer, heldout, seqlen=args.seqlen, max_windows=args.eval_windows, progress=False
         )
 
-    before = ppl(model)
-    method = pick_method(args.method)
-    config = PruningConfig.from_dict({"method": method, "sparsity": args.sparsity})
-    calibration = CalibrationConfig(dataset=str(calib_file), nsamples=args.nsamples, seqlen=args.seqlen)
-    needs_data = bool(getattr(config, "needs", ""))  # the config says whether it calibrates
-    pruned = prune(
-        model, config, calibration=calibration if needs_data else None, tokenizer=tokenizer, progress=progress
-    )
-    after = ppl(pruned)
-    pruned.report.evaluation["perplexity"] = {"before": round(before, 3), "after": round(after, 3)}
-    folder = pruned.save_pretrained(out / "pruned", tokenizer=tokenizer)
+    dense_ppl = ppl(dense)
+    dense_params = sum(p.numel() for p in dense.parameters())
+    dense_nonzero = sum(int(p.count_nonzero()) for p in dense.parameters())
+    rows: list[dict[str, Any]] = []
+    models: dict[tuple[str, float], Any] = {}
+    for sparsity in sorted(args.sparsities):
+        for method in args.methods:
+            config = PruningConfig.from_dict({"method": method, "sparsity": sparsity})
+            needs_data = bool(getattr(config, "needs", ""))  # the config says whether it calibrates
+            start = time.perf_counter()
+            pruned = prune(
+                copy.deepcopy(dense),
+                config,
+                calibration=calibration if needs_data else None,
+                tokenizer=tokenizer,
+                progress=progress,
+            )
+            seconds = time.perf_counter() - start
+            value = ppl(pruned)
+            speed = pruned.measure_speed(dense, seqlen=args.seqlen, repeats=args.latency_repeats)
+            pruned.report.evaluation["perplexity"] = {"before": round(dense_ppl, 3), "after": round(value, 3)}
+            rep = pruned.report
+            rows.append(
+                {
+                    "method": method,
+                    "sparsity": sparsity,
+                    "value": value,
+                    "measured_sparsity": rep.sparsity,
+                    "params": rep.params_after,
+                    "nonzero": rep.nonzero_after,
+                    "latency_ms": speed["pruned_ms"],
+                    "dense_latency_ms": speed["baseline_ms"],
+                    "speedup": speed["speedup"],
+                    "prune_s": seconds,
+                }
+            )
+            models[(method, sparsity)] = pruned
+
+    top = max(args.sparsities)
+    best = min((r for r in rows if r["sparsity"] == top), key=lambda r: r["value"])
+    chosen = models[(best["method"], top)]
+    folder = chosen.save_pretrained(out / "pruned", tokenizer=tokenizer)
     reloaded = AutoPrunedModelForCausalLM.from_pretrained(folder)
-    probe = tokenizer(heldout[0][:2000], return_tensors="pt")["input_ids"][:, : args.seqlen]
+    probe = tokenizer(heldout[0][:4000], return_tensors="pt")["input_ids"][:, : args.seqlen]
     with torch.no_grad():
-        same = torch.allclose(pruned(input_ids=probe).logits, reloaded(input_ids=probe).logits, atol=1e-5)
-    plot = out / "layer_sparsity.png"
-    plot_layer_sparsity(pruned.report, save_path=plot)
-    rep = pruned.report
-    print()
-    print("| model | method | sparsity | held-out ppl | params | non-zero |")
-    print("|---|---|---:|---:|---:|---:|")
-    print(
-        f"| {args.model} dense | - | 0.00 | {before:.2f} | {rep.params_before:,} | {rep.nonzero_before:,} |"
+        same = torch.allclose(chosen(input_ids=probe).logits, reloaded(input_ids=probe).logits, atol=1e-5)
+    plot = out / "perplexity_vs_sparsity.png"
+    plot_quality_vs_sparsity(
+        rows, dense=dense_ppl, save_path=plot, title=f"{args.model}: held-out perplexity after pruning"
     )
+    latency = statistics.median(r["dense_latency_ms"] for r in rows)
+    (out / "results.json").write_text(
+        json.dumps(
+            {"model": args.model, "dense": {"perplexity": dense_ppl, "latency_ms": latency}, "rows": rows},
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+
+    print()
     print(
-        f"| {args.model} pruned | {method} | {rep.sparsity:.2f} | {after:.2f} | {rep.params_after:,} | "
-        f"{rep.nonzero_after:,} |"
+        f"{args.model}: held-out perplexity over {args.eval_windows} windows of {args.seqlen} tokens; "
+        f"latency = median forward of 1 x {args.seqlen} tokens on {torch.get_num_threads()} threads"
     )
     print()
-    print(f"checkpoint: {folder} (reload reproduces logits: {same})")
+    print(
+        "| method | sparsity | perplexity | vs dense | params | non-zero | latency ms | speedup | prune s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| dense | 0% | {dense_ppl:.2f} | — | {dense_params:,} | {dense_nonzero:,} "
+        f"| {latency:.1f} | 1.00x | — |"
+    )
+    for r in rows:
+        print(
+            f"| {r['method']} | {r['sparsity']:.0%} | {r['value']:.2f} | {r['value'] / dense_ppl - 1:+.1%} "
+            f"| {r['params']:,} | {r['nonzero']:,} | {r['latency_ms']:.1f} | {r['speedup']:.2f}x "
+            f"| {r['prune_s']:.1f} |"
+        )
+    print()
+    print(
+        "Unstructured sparsity keeps every matrix's shape: the zeros cost as much as the weights they "
+        "replaced, so latency does not improve (see structured pruning for speed)."
+    )
+    print(f"best at {top:.0%}: {best['method']} -> checkpoint {folder} (reload reproduces logits: {same})")
     print(f"model card: {folder / 'README.md'}")
     print(f"plot:       {plot}")
+    print(f"results:    {out / 'results.json'}")
     print(f"took {time.perf_counter() - t0:.0f}s")
     return 0 if same else 1

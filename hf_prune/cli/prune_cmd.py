@@ -116,14 +116,14 @@ def run(args: argparse.Namespace) -> int:
     pruned = auto.from_pretrained(
         args.model, pruning_config=config, calibration=calibration, progress=not args.no_progress
     )
-    tokenizer = None
-    try:
-        from transformers import AutoTokenizer
+    if pruned.tokenizer is None:  # none was loaded for calibration: ship the model's own, if any
+        try:
+            from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-    except (OSError, ValueError):
-        tokenizer = None  # models without a tokenizer (vision) are saved without one
-    out = pruned.save_pretrained(Path(args.output), tokenizer=tokenizer)
+            pruned.tokenizer = AutoTokenizer.from_pretrained(args.model)
+        except (OSError, ValueError):
+            pass  # models without a tokenizer (vision) are saved without one
+    out = pruned.save_pretrained(Path(args.output))
     print(pruned.report.summary())
     print(f"saved to {out}")
     return 0

@@ -6,8 +6,16 @@ import argparse
 import json
 import sys
 import warnings
+from pathlib import Path
 
-from hf_prune.zoo.build import METRICS_NAME, build_zoo_model, cache_root, verify_model_dir
+from hf_prune.zoo.build import (
+    METRICS_NAME,
+    build_zoo_model,
+    cache_root,
+    shipped_model_dir,
+    shipped_recipe_matches,
+    verify_model_dir,
+)
 from hf_prune.zoo.corpus import SPLITS, write_split_text
 from hf_prune.zoo.recipes import ZOO_MODELS, list_models
 
@@ -23,15 +31,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="list / build the small trained reference models",
         description=(
             "Small trained reference models built reproducibly on CPU from the Python standard library's "
-            "sources. Models are cached in $HF_PRUNE_CACHE/zoo/<name> (default ~/.cache/hf_prune)."
+            "sources. The language models ship with hf_prune (package data, sha256-checked at load); "
+            "`build` re-creates any model from its recipe into $HF_PRUNE_CACHE/zoo/<name> "
+            "(default ~/.cache/hf_prune) or --output."
         ),
     )
     actions = parser.add_subparsers(dest="zoo_action", metavar="ACTION")
-    actions.add_parser("list", help="list the zoo models and whether they are built")
+    actions.add_parser("list", help="list the zoo models and whether they are shipped or built")
     build = actions.add_parser("build", help="build a zoo model into the cache (no-op if already valid)")
     build.add_argument("name", help=f"one of: {', '.join(list_models())}")
     build.add_argument("--rebuild", action="store_true", help="rebuild even if a valid cached copy exists")
     build.add_argument("--cache-dir", default=None, help="cache root instead of $HF_PRUNE_CACHE")
+    build.add_argument(
+        "--output", default=None, help="write the model to this folder instead of the cache (replaced)"
+    )
     split = actions.add_parser("split", help="write a corpus split to a text file (e.g. calibration data)")
     split.add_argument("split", help=f"one of: {', '.join(SPLITS)}")
     split.add_argument("output", help="destination .txt file")
@@ -47,8 +60,10 @@ def _list(args: argparse.Namespace) -> int:
     root = cache_root(getattr(args, "cache_dir", None))
     for name in list_models():
         recipe = ZOO_MODELS[name]
-        model_dir = root / name
-        if not model_dir.exists():
+        shipped, model_dir = shipped_model_dir(name), root / name
+        if shipped is not None and shipped_recipe_matches(shipped, recipe):
+            state = "shipped" if verify_model_dir(shipped, recipe) is None else "shipped, CORRUPTED"
+        elif not model_dir.exists():
             state = "not built"
         else:
             state = "built" if verify_model_dir(model_dir, recipe) is None else "stale or corrupted"
@@ -60,7 +75,8 @@ def _build(args: argparse.Namespace) -> int:
     if args.name not in ZOO_MODELS:
         return _error(f"unknown zoo model {args.name!r}; known models: {', '.join(list_models())}")
     recipe = ZOO_MODELS[args.name]
-    model_dir = cache_root(args.cache_dir) / args.name
+    output = getattr(args, "output", None)
+    model_dir = Path(output) if output else cache_root(args.cache_dir) / args.name
     if model_dir.exists() and not args.rebuild:
         problem = verify_model_dir(model_dir, recipe)
         if problem is None:

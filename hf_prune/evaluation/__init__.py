@@ -1,4 +1,4 @@
-"""Evaluation: perplexity with a documented protocol, the lm-evaluation-harness bridge, and evaluators.
+"""Evaluation: perplexity and latency with documented protocols, the lm-eval bridge, and evaluators.
 
 The lm-eval bridge and the evaluators import their optional dependencies (``lm_eval``,
 ``sentence_transformers``, ``evaluate``: ``pip install 'hf_prune[eval]'``) only when called.
@@ -20,6 +20,7 @@ from hf_prune.evaluation.lm_eval import (
     summarize_results,
 )
 from hf_prune.evaluation.perplexity import perplexity
+from hf_prune.evaluation.speed import compare_latency, measure_latency
 
 __all__ = [
     "LOCAL_TASKS",
@@ -27,7 +28,9 @@ __all__ = [
     "HolisticResult",
     "ModelEvaluator",
     "SemanticSimilarityResult",
+    "compare_latency",
     "local_task_dir",
+    "measure_latency",
     "perplexity",
     "record_lm_eval",
     "register_hf_pruned",

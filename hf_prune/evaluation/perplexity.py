@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from hf_prune.utils import quiet_tokenize, show_progress
+
 __all__ = ["PROTOCOL_SUMMARY", "encode_dataset", "load_texts", "perplexity", "scored_targets", "window_plan"]
 
 _SEPARATOR = "\n\n"
@@ -103,6 +105,10 @@ def _looks_like_path(value: str) -> bool:
 def encode_dataset(tokenizer: Callable[..., Any], dataset: Any) -> torch.Tensor:
     """Tokenize a dataset once, as the protocol prescribes.
 
+    The joined text is usually longer than the tokenizer's ``model_max_length``; that is intended (the
+    protocol cuts windows itself), so transformers' "Token indices sequence length is longer than the
+    specified maximum sequence length" warning is suppressed for this call only.
+
     Args:
         tokenizer: A ``transformers`` tokenizer (any callable returning ``{"input_ids": [...]}``).
         dataset: See :func:`load_texts`.
@@ -111,11 +117,8 @@ def encode_dataset(tokenizer: Callable[..., Any], dataset: Any) -> torch.Tensor:
         A 1-D ``torch.long`` tensor of token ids.
     """
     text = load_texts(dataset)
-    try:
-        # verbose=False: the stream is longer than model_max_length on purpose; windows cut it later.
-        encoded = tokenizer(text, verbose=False)
-    except TypeError:
-        encoded = tokenizer(text)
+    # The stream is longer than model_max_length on purpose (windows cut it later): no length warning.
+    encoded = quiet_tokenize(tokenizer, text)
     ids = encoded["input_ids"]
     if isinstance(ids, torch.Tensor):
         return ids.reshape(-1).to(torch.long)
@@ -249,7 +252,7 @@ def perplexity(
         batch_size: Windows per forward pass.
         max_windows: Evaluate only the first this-many windows; ``None`` evaluates all.
         device: Where to run; ``None`` means the device of the model's first parameter (CPU if none).
-        progress: Show a tqdm progress bar.
+        progress: Show a tqdm progress bar (only on a terminal; see :func:`hf_prune.utils.show_progress`).
 
     Returns:
         The perplexity, a float >= 1.
@@ -276,7 +279,7 @@ def perplexity(
     total_nll = 0.0
     total_tokens = 0
     with _eval_mode(model), torch.inference_mode():
-        bar = tqdm(total=len(plan), desc="perplexity", unit="window", disable=not progress)
+        bar = tqdm(total=len(plan), desc="perplexity", unit="window", disable=not show_progress(progress))
         for start in range(0, len(plan), batch_size):
             chunk = plan[start : start + batch_size]
             batch = torch.stack([ids[begin : begin + seqlen] for begin, _ in chunk]).to(run_device)

@@ -19,6 +19,9 @@ class AutoPrunedModel:
     """
 
     _hf_auto_class: ClassVar[Any] = transformers.AutoModel
+    #: What ``from_pretrained`` loads for calibration text when no ``tokenizer`` is given: the first
+    #: of these that loads from the model's path.
+    _preprocessor_classes: ClassVar[tuple[Any, ...]] = (transformers.AutoTokenizer,)
 
     def __init__(self) -> None:
         raise OSError(f"{type(self).__name__} is designed to be instantiated with from_pretrained().")
@@ -42,15 +45,21 @@ class AutoPrunedModel:
             pruning_config: The method to apply. ``None`` reloads an hf_prune checkpoint exactly
                 (structure, report and config from its ``pruning_config.json``).
             calibration: Calibration data for methods that need it.
-            tokenizer: Tokenizer for calibration text (loaded from the same path when ``None`` and needed).
-            progress: Show progress bars.
+            tokenizer: Tokenizer (or processor) for calibration text. When ``None`` and ``calibration``
+                is given, it is loaded from the same path (``AutoTokenizer``; for
+                ``AutoPrunedModelForImageTextToText`` the ``AutoProcessor``, whose tokenizer then
+                encodes the text, or the ``AutoTokenizer`` when the folder has no processor).
+                Either way it is remembered as ``PrunedModel.tokenizer`` and written beside the weights
+                by ``save_pretrained`` / ``push_to_hub``. Without ``calibration`` nothing is loaded;
+                on a reload a given ``tokenizer`` is remembered the same way.
+            progress: Show progress bars (only on a terminal; see :func:`hf_prune.utils.show_progress`).
             **kwargs: Passed to the transformers auto class (``dtype``, ``revision``, ``token`` ...).
 
         Returns:
             A :class:`PrunedModel`.
         """
         if pruning_config is None:
-            return load_pruned(
+            loaded = load_pruned(
                 pretrained_model_name_or_path,
                 cls._hf_auto_class,
                 dtype=kwargs.get("dtype"),
@@ -58,6 +67,9 @@ class AutoPrunedModel:
                 token=kwargs.get("token"),
                 cache_dir=kwargs.get("cache_dir"),
             )
+            if tokenizer is not None:
+                loaded.tokenizer = tokenizer
+            return loaded
         from hf_prune.integration.checkpoint import is_pruned_checkpoint
         from hf_prune.pipeline import prune
 
@@ -67,8 +79,20 @@ class AutoPrunedModel:
         else:
             base = cls._hf_auto_class.from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         if tokenizer is None and calibration is not None:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(pretrained_model_name_or_path)
+            tokenizer = cls._load_preprocessor(pretrained_model_name_or_path, **kwargs)
         return prune(base, pruning_config, calibration=calibration, tokenizer=tokenizer, progress=progress)
+
+    @classmethod
+    def _load_preprocessor(cls, pretrained: str | os.PathLike[str], **kwargs: Any) -> Any:
+        """Load the tokenizer (or processor) stored with the model, for calibration text."""
+        hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if kwargs.get(k) is not None}
+        *first, last = cls._preprocessor_classes
+        for auto in first:
+            try:
+                return auto.from_pretrained(pretrained, **hub)
+            except (OSError, ValueError):
+                continue  # e.g. a LLaVA folder with a tokenizer but no image processor
+        return last.from_pretrained(pretrained, **hub)
 
 
 class AutoPrunedModelForCausalLM(AutoPrunedModel):
@@ -87,6 +111,7 @@ class AutoPrunedModelForImageTextToText(AutoPrunedModel):
     """``AutoPrunedModel`` over ``transformers.AutoModelForImageTextToText`` (LLaVA)."""
 
     _hf_auto_class = transformers.AutoModelForImageTextToText
+    _preprocessor_classes = (transformers.AutoProcessor, transformers.AutoTokenizer)
 
 
 class AutoPrunedModelForImageClassification(AutoPrunedModel):

@@ -656,6 +656,7 @@ def render_card(
             "**custom**: structural changes applied directly with `PrunedModel.prune_neurons`, "
             "`prune_heads` and `remove_layers`" + (f" ({description})" if description else "")
         )
+    speed_rows, speed_note = speed_section(report)
     card = ModelCard.from_template(
         card_data,
         template_str=_template_text(),
@@ -674,6 +675,8 @@ def render_card(
         evaluation_table=evaluation,
         evaluation_sources=", ".join(sources),
         perplexity_protocol=PROTOCOL_SUMMARY if has_ppl else "",
+        speed_table=speed_rows,
+        speed_note=speed_note,
         removed_layers=[(s, i) for s, i in sorted((report.removed_layers or {}).items()) if i],
         structure_table=structure_table(structure, report.removed_layers or {}),
         linear_table=linear_layer_table(report),
@@ -687,6 +690,40 @@ def render_card(
     # Collapse the blank lines left by skipped template sections.
     card.text = re.sub(r"\n{3,}", "\n\n", card.text).rstrip() + "\n"
     return card
+
+
+def speed_section(report: PruningReport) -> tuple[str, str]:
+    """Render ``report.speed`` (from :func:`hf_prune.evaluation.compare_latency`) for the card.
+
+    Args:
+        report: The pruning report.
+
+    Returns:
+        The Markdown table and a sentence on how it was measured; both empty when nothing was measured.
+    """
+    speed = report.speed or {}
+    if "pruned_ms" not in speed:
+        return "", ""
+    compared = "baseline_ms" in speed and "speedup" in speed
+    table = markdown_table(
+        ["forward latency", "dense", "pruned", "speedup"],
+        [
+            [
+                f"{speed.get('batch_size', '?')} x {speed.get('seqlen', '?')} tokens",
+                f"{speed['baseline_ms']:.2f} ms" if compared else _MISSING,
+                f"{speed['pruned_ms']:.2f} ms",
+                f"{speed['speedup']:.2f}x" if compared else _MISSING,
+            ]
+        ],
+        ["l", "r", "r", "r"],
+    )
+    runs = "per model, dense and pruned interleaved" if compared else "(no dense baseline measured)"
+    note = (
+        f"Measured on {speed.get('device', '?')} ({speed.get('cpu') or 'unknown CPU'}, "
+        f"{speed.get('threads', '?')} threads, torch {speed.get('torch', '?')}): median of "
+        f"{speed.get('repeats', '?')} full forward passes {runs}."
+    )
+    return table, note
 
 
 def validate_card_metadata(card: ModelCard | str | os.PathLike[str]) -> dict[str, Any]:

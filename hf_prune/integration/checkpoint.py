@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -26,6 +27,8 @@ from hf_prune.surgery.structure import (
     homogeneous_config_dict,
     read_structure,
 )
+
+logger = logging.getLogger(__name__)
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -61,7 +64,9 @@ def save_pruned(
     Args:
         pruned: The pruned model.
         save_directory: Destination folder.
-        tokenizer: Tokenizer / processor saved alongside, if given.
+        tokenizer: Tokenizer / processor saved alongside, if given (``PrunedModel.save_pretrained``
+            passes the model's remembered ``tokenizer``). A plain callable without
+            ``save_pretrained`` (a test stand-in) is skipped.
         max_shard_size: Shard size passed to transformers.
         card: Render ``README.md``.
 
@@ -96,11 +101,17 @@ def save_pruned(
         )
         (tmp / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
+            if callable(getattr(tokenizer, "save_pretrained", None)):
+                tokenizer.save_pretrained(tmp)
+            else:
+                logger.info(
+                    "Not saving tokenizer of type %s: it has no save_pretrained.", type(tokenizer).__name__
+                )
         if card:
             from hf_prune.integration.card import render_card
 
-            render_card(pruned, record).save(tmp / "README.md")
+            # folder=tmp: the loading snippet names the tokenizer / processor saved just above.
+            render_card(pruned, record, folder=tmp).save(tmp / "README.md")
         _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

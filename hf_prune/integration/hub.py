@@ -117,7 +117,8 @@ def push_pruned(
     Args:
         pruned: The model.
         repo_id: Target repo (created if missing).
-        tokenizer: Tokenizer / processor uploaded alongside when given.
+        tokenizer: Tokenizer / processor uploaded alongside; default ``pruned.tokenizer``, the one
+            hf_prune already knows (see ``PrunedModel.save_pretrained``).
         private: Create the repo private.
         token: Hub token.
         revision: Branch to commit to (created if missing).

@@ -48,11 +48,21 @@ class PrunedModel(nn.Module):
     be used wherever the model was. ``save_pretrained`` writes a normal, smaller checkpoint plus
     ``pruning_config.json`` and a model card; ``finalize()`` returns the plain model.
 
+    Attributes:
+        tokenizer: The tokenizer or processor that belongs with the model, or ``None``. It is set
+            when hf_prune is given or loads one: the ``tokenizer=`` of :func:`hf_prune.prune`, the one
+            ``AutoPrunedModel*.from_pretrained`` loads for calibration (the processor for
+            ``AutoPrunedModelForImageTextToText``), or the last ``tokenizer=`` passed to
+            ``save_pretrained`` / ``push_to_hub``. Those two write it beside the weights, so a saved
+            checkpoint is complete. Assign it yourself to change what is saved; reloading a checkpoint
+            does not load it (use ``AutoTokenizer.from_pretrained(folder)``).
+
     Args:
         base_model: The model being pruned.
         pruning_config: The method's config.
         report: The report (a fresh one is made when ``None``).
         calibration: Description of the calibration data used, for the card.
+        tokenizer: The tokenizer / processor to remember (see ``tokenizer`` above).
     """
 
     def __init__(
@@ -61,6 +71,7 @@ class PrunedModel(nn.Module):
         pruning_config: PruningConfig | None = None,
         report: PruningReport | None = None,
         calibration: dict[str, Any] | None = None,
+        tokenizer: Any = None,
     ) -> None:
         super().__init__()
         if not isinstance(base_model, PreTrainedModel):
@@ -71,6 +82,7 @@ class PrunedModel(nn.Module):
         self.base_model = base_model
         self.pruning_config = pruning_config
         self.calibration = calibration
+        self.tokenizer = tokenizer
         self.base_model_name = str(getattr(base_model.config, "_name_or_path", "") or "")
         self.report = report or PruningReport(
             method=pruning_config.method if pruning_config else "custom",
@@ -219,6 +231,51 @@ class PrunedModel(nn.Module):
         self.report.params_after = param_count(self.base_model)
         self.report.nonzero_after = count_nonzero(self.base_model)
 
+    def measure_speed(
+        self,
+        baseline: nn.Module | None = None,
+        *,
+        batch_size: int = 1,
+        seqlen: int = 128,
+        repeats: int = 10,
+        warmup: int = 2,
+        input_ids: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """Measure forward latency on this machine and record it in ``report.speed`` (and the card).
+
+        With a ``baseline`` (normally the dense model, kept by the caller: pruning works in place, so
+        pass a copy taken before pruning) both run on the same inputs, interleaved, and the speedup is
+        recorded; without one only this model's latency is. The protocol is
+        :mod:`hf_prune.evaluation.speed`'s.
+
+        Args:
+            baseline: The model to compare against, or ``None``.
+            batch_size: Sequences per forward pass.
+            seqlen: Tokens per sequence.
+            repeats: Timed passes per model (medians are reported).
+            warmup: Untimed passes per model first.
+            input_ids: Explicit inputs instead of seeded random ids.
+
+        Returns:
+            The recorded measurement (``pruned_ms``, and ``baseline_ms`` / ``speedup`` with a baseline).
+        """
+        from hf_prune.evaluation.speed import compare_latency, measure_latency
+
+        kwargs = {
+            "batch_size": batch_size,
+            "seqlen": seqlen,
+            "repeats": repeats,
+            "warmup": warmup,
+            "input_ids": input_ids,
+        }
+        if baseline is None:
+            result = measure_latency(self, **kwargs)
+            result["pruned_ms"] = result.pop("median_ms")
+        else:
+            result = compare_latency(baseline, self, **kwargs)
+        self.report.speed = result
+        return result
+
     # --------------------------------------------------------------------------------- life cycle
     def undo_masks(self) -> int:
         """Remove every unstructured mask and restore the dense weights; return how many were removed."""
@@ -245,13 +302,15 @@ class PrunedModel(nn.Module):
         """Write the checkpoint atomically (DESIGN §4).
 
         ``config.json`` (uniform changes applied, ``per_layer_config`` for the rest), ``model.safetensors``
-        (sharded when large), ``pruning_config.json`` (config + structure + report) and ``README.md``.
-        The folder is first written next to its destination and renamed into place, so a failure
-        leaves the old folder (or nothing), never a half checkpoint.
+        (sharded when large), ``pruning_config.json`` (config + structure + report), ``README.md``
+        and the tokenizer / processor files. The folder is first written next to its destination and
+        renamed into place, so a failure leaves the old folder (or nothing), never a half checkpoint.
 
         Args:
             save_directory: Destination folder.
-            tokenizer: Saved alongside when given (also the processor of multimodal models).
+            tokenizer: Tokenizer / processor to save alongside. Default: :attr:`tokenizer`, the one
+                hf_prune already knows (given to ``prune``, loaded for calibration, or passed to an
+                earlier save). A tokenizer given here wins and is remembered for later saves.
             max_shard_size: Shard size passed to transformers.
             card: Write the model card.
 
@@ -260,8 +319,15 @@ class PrunedModel(nn.Module):
         """
         from hf_prune.integration.checkpoint import save_pruned
 
+        if tokenizer is not None:
+            if not callable(getattr(tokenizer, "save_pretrained", None)):
+                raise TypeError(
+                    f"tokenizer must be a transformers tokenizer or processor (with save_pretrained), got "
+                    f"{type(tokenizer).__name__}."
+                )
+            self.tokenizer = tokenizer
         return save_pruned(
-            self, save_directory, tokenizer=tokenizer, max_shard_size=max_shard_size, card=card
+            self, save_directory, tokenizer=self.tokenizer, max_shard_size=max_shard_size, card=card
         )
 
     def push_to_hub(
@@ -283,7 +349,8 @@ class PrunedModel(nn.Module):
 
         Args:
             repo_id: Target repo (created if missing).
-            tokenizer: Uploaded alongside when given.
+            tokenizer: Tokenizer / processor to upload alongside; default :attr:`tokenizer` (see
+                :meth:`save_pretrained`).
             private: Create the repo private.
             token: Hub token.
             revision: Branch to commit to.

@@ -34,6 +34,7 @@ from hf_prune.selection.nm import nm_mask, nm_sparsity, parse_pattern
 from hf_prune.selection.topk import unstructured_mask
 from hf_prune.surgery.masks import apply_mask
 from hf_prune.surgery.offload import is_offloaded, read_weight_out_in, write_weight_out_in
+from hf_prune.utils import show_progress
 
 ALLOCATION_NAMES = ("uniform", "global")
 
@@ -437,6 +438,6 @@ def run_unstructured(
         _calibrated_pass(model, refs, config.needs, ctx, config.method, prune_one, recompute=True)
     else:
         with torch.no_grad():
-            for i in tqdm(range(len(refs)), desc=config.method, disable=not ctx.progress):
+            for i in tqdm(range(len(refs)), desc=config.method, disable=not show_progress(ctx.progress)):
                 prune_one(i, {})
     return [r for r in rows if r is not None]

@@ -19,7 +19,7 @@ from hf_prune.plots.layer_selection import (
     plot_pruning_ratios,
     plot_strategy_comparison,
 )
-from hf_prune.plots.report import plot_layer_sparsity
+from hf_prune.plots.report import plot_layer_sparsity, plot_quality_vs_sparsity
 
 __all__ = [
     "activation_norms",
@@ -31,6 +31,7 @@ __all__ = [
     "plot_layer_significance",
     "plot_layer_sparsity",
     "plot_pruning_ratios",
+    "plot_quality_vs_sparsity",
     "plot_semantic_drift",
     "plot_strategy_comparison",
     "report_layer_scores",

@@ -1,5 +1,12 @@
 """Building, caching and loading zoo models.
 
+Shipped weights: the trained ``llama-gqa-small``, ``opt-small`` and ``llava-tiny`` are package data
+under ``hf_prune/zoo/weights/<name>/`` (float16 safetensors, tokenizer, card, metrics and a
+``zoo_manifest.json`` of sha256 hashes). :func:`load_zoo_model` uses them when their manifest was
+made from the current recipe, verifies every hash at each load, and refuses a folder whose files do
+not match (:class:`ZooIntegrityError`) instead of using it. Models without shipped weights, or
+whose recipe changed since shipping, are built into the cache.
+
 Cache layout: ``$HF_PRUNE_CACHE/zoo/<name>/`` (``HF_PRUNE_CACHE`` defaults to ``~/.cache/hf_prune``).
 A build writes into a temporary sibling folder and renames it into place, so a crashed build never
 leaves a half-written model under the final name. Its last file is ``zoo_manifest.json``, holding the
@@ -12,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -35,6 +43,10 @@ from hf_prune.zoo.card import write_model_card
 from hf_prune.zoo.corpus import corpus_summary
 from hf_prune.zoo.recipes import ZooRecipe, get_recipe
 
+logger = logging.getLogger(__name__)
+
+#: Package data folder holding the shipped, pre-trained zoo models (one sub-folder per name).
+SHIPPED_ROOT = Path(__file__).resolve().parent / "weights"
 MANIFEST_NAME = "zoo_manifest.json"
 METRICS_NAME = "zoo_metrics.json"
 MANIFEST_FORMAT = 1
@@ -128,6 +140,43 @@ def verify_model_dir(model_dir: Path, recipe: ZooRecipe) -> str | None:
         if _sha256_file(path) != expected:
             return f"file {relative} does not match its recorded sha256"
     return None
+
+
+class ZooIntegrityError(RuntimeError):
+    """A shipped zoo model's files do not match the sha256 hashes of its manifest."""
+
+
+def shipped_model_dir(name: str) -> Path | None:
+    """Return the folder of a zoo model shipped with hf_prune, or ``None`` if it is not shipped.
+
+    Args:
+        name: A zoo model name.
+
+    Returns:
+        ``hf_prune/zoo/weights/<name>`` when that folder exists, else ``None``.
+    """
+    folder = SHIPPED_ROOT / name
+    return folder if folder.is_dir() else None
+
+
+def shipped_recipe_matches(model_dir: Path, recipe: ZooRecipe) -> bool:
+    """Tell whether a shipped folder was made from ``recipe`` (by its manifest's fingerprint).
+
+    Args:
+        model_dir: A shipped model folder.
+        recipe: The current recipe.
+
+    Returns:
+        ``False`` when the manifest names another recipe (the copy does not apply: use the cache);
+        ``True`` when it names this recipe, or when the manifest is unreadable or missing (the
+        integrity check then reports the folder as tampered rather than silently skipping it).
+    """
+    try:
+        manifest = json.loads((model_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+        return manifest.get("recipe_fingerprint") == recipe.fingerprint()
+    except (OSError, ValueError, AttributeError):
+        # Unreadable or missing manifest: let the full check report it as tampering.
+        return True
 
 
 def _builder(recipe: ZooRecipe) -> Any:
@@ -281,21 +330,38 @@ def _load(model_dir: Path, recipe: ZooRecipe) -> tuple[PreTrainedModel, PreTrain
 def load_zoo_model(
     name: str, cache_dir: str | os.PathLike[str] | None = None, rebuild: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """Load a zoo model from the cache, building it first when missing, altered or outdated.
+    """Load a zoo model: the shipped weights when present, else the cache (built when needed).
+
+    Shipped weights (package data, see :data:`SHIPPED_ROOT`) are used when their manifest was made
+    from the current recipe; every file's sha256 is checked first. Otherwise the model comes from the
+    cache, which is built when missing and rebuilt (with a warning) when altered or outdated.
 
     Args:
         name: A zoo model name (see :func:`list_models`).
         cache_dir: The hf_prune cache root; ``None`` reads ``HF_PRUNE_CACHE`` (default
-            ``~/.cache/hf_prune``). The model lives in ``<cache root>/zoo/<name>/``.
-        rebuild: Rebuild even if a valid cached copy exists.
+            ``~/.cache/hf_prune``). A cached model lives in ``<cache root>/zoo/<name>/``.
+        rebuild: Ignore shipped and cached copies and build from the recipe into the cache.
 
     Returns:
-        The model (in eval mode) and its tokenizer.
+        The model (float32, in eval mode) and its tokenizer.
 
     Raises:
         ValueError: If ``name`` is unknown (the message lists the known names).
+        ZooIntegrityError: If the shipped copy's files do not match their recorded hashes.
     """
     recipe = get_recipe(name)
+    shipped = None if rebuild else shipped_model_dir(name)
+    if shipped is not None:
+        if shipped_recipe_matches(shipped, recipe):
+            problem = verify_model_dir(shipped, recipe)
+            if problem is not None:
+                raise ZooIntegrityError(
+                    f"the shipped zoo model {name!r} at {shipped} failed its integrity check: {problem}. "
+                    f"Reinstall hf_prune, or build it from the recipe with `hf-prune zoo build {name}` "
+                    f"(load_zoo_model({name!r}, rebuild=True))"
+                )
+            return _load(shipped, recipe)
+        logger.info("shipped %s was made from another recipe; using the cache instead", name)
     model_dir = cache_root(cache_dir) / name
     if rebuild or not model_dir.exists():
         build_zoo_model(name, model_dir)

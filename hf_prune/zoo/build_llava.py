@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from hf_prune.zoo.recipes import ZooRecipe
-from hf_prune.zoo.training import deterministic_build, train_loop
+from hf_prune.zoo.training import deterministic_build, round_to_dtype, train_loop
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -229,6 +229,7 @@ def build_llava(
 
         losses = train_loop(model, recipe, max_steps, next_batch, progress=progress)
         train_time = time.perf_counter() - start
+        round_to_dtype(model, recipe.save_dtype)  # metrics describe the weights as stored
         accuracy = caption_accuracy(model, processor, heldout_items, recipe.eval_batch_size)
     processor.save_pretrained(output_dir)
     metrics = {

@@ -217,6 +217,7 @@ _LLAVA = ZooRecipe(
     weight_decay=0.0,
     eval_batch_size=48,
     extra={"language_model": "llama-gqa-small", "train_images": 12000, "heldout_images": 240},
+    save_dtype="float16",
 )
 
 ZOO_MODELS: dict[str, ZooRecipe] = {recipe.name: recipe for recipe in (_LLAMA, _OPT, _BERT, _LLAVA)}

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from hf_prune.utils import show_progress
 from hf_prune.zoo.recipes import ZooRecipe
 
 
@@ -121,7 +122,7 @@ def train_loop(
     optimizer, scheduler = make_optimizer(model, recipe, max_steps)
     model.train()
     losses: list[float] = []
-    bar = tqdm(range(max_steps), desc=f"train {recipe.name}", disable=not progress)
+    bar = tqdm(range(max_steps), desc=f"train {recipe.name}", disable=not show_progress(progress))
     for step in bar:
         loss = model(**next_batch(step)).loss
         loss.backward()
@@ -133,7 +134,8 @@ def train_loop(
         if step % 10 == 0 or step == max_steps - 1:
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         done = step + 1
-        if evaluate is not None and recipe.eval_every and (done % recipe.eval_every == 0 or done == max_steps):
+        at_point = recipe.eval_every and (done % recipe.eval_every == 0 or done == max_steps)
+        if evaluate is not None and at_point:
             model.eval()
             with torch.no_grad():
                 value = evaluate()

@@ -1,0 +1,172 @@
+"""Measured inference latency: one model, or a baseline and a pruned model compared fairly.
+
+Protocol (used by the demo, the benchmarks and ``PrunedModel.measure_speed``): a fixed batch of
+``batch_size x seqlen`` token ids (seeded, inside the vocabulary) goes through a full forward pass
+(``use_cache=False``, no gradients, eval mode) ``warmup`` times untimed, then ``repeats`` times timed
+with ``time.perf_counter`` (CUDA synchronised before and after on GPU). The reported figure is the
+median. When two models are compared their runs are *interleaved* (A, B, A, B, ...), so drift in the
+machine's load or clock affects both alike. The thread count is recorded: CPU latency depends on it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from hf_prune.evaluation.perplexity import _check_int, _eval_mode, _infer_device, _model_config
+
+
+def _vocab_size(model: nn.Module) -> int:
+    config = _model_config(model)
+    if config is None:
+        raise TypeError(f"model of type {type(model).__name__} has no `config`; pass input_ids explicitly")
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(text.vocab_size)
+
+
+def _timer(model: nn.Module, inputs: torch.Tensor) -> Callable[[], float]:
+    device = inputs.device
+
+    def run() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        model(input_ids=inputs, use_cache=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - start) * 1000.0
+
+    return run
+
+
+def _inputs(
+    model: nn.Module, input_ids: torch.Tensor | None, batch_size: int, seqlen: int, seed: int
+) -> torch.Tensor:
+    if input_ids is not None:
+        if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2:
+            raise TypeError("input_ids must be a 2-D LongTensor [batch, seqlen]")
+        return input_ids
+    _check_int("batch_size", batch_size, 1)
+    _check_int("seqlen", seqlen, 1)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, _vocab_size(model), (batch_size, seqlen), generator=generator)
+
+
+def _environment(inputs: torch.Tensor, repeats: int, warmup: int) -> dict[str, Any]:
+    return {
+        "batch_size": int(inputs.shape[0]),
+        "seqlen": int(inputs.shape[1]),
+        "repeats": repeats,
+        "warmup": warmup,
+        "device": str(inputs.device),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "protocol": "median of full forward passes (use_cache=False), interleaved when compared",
+    }
+
+
+def measure_latency(
+    model: nn.Module,
+    *,
+    batch_size: int = 1,
+    seqlen: int = 128,
+    repeats: int = 10,
+    warmup: int = 2,
+    input_ids: torch.Tensor | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Measure a model's forward latency (see the module docstring for the protocol).
+
+    Args:
+        model: A ``transformers`` model (or ``PrunedModel``) taking ``input_ids``.
+        batch_size: Sequences per forward pass (ignored when ``input_ids`` is given).
+        seqlen: Tokens per sequence (ignored when ``input_ids`` is given).
+        repeats: Timed passes; the median is reported.
+        warmup: Untimed passes first (allocator and kernel warm-up).
+        input_ids: Use these ids instead of seeded random ones (moved to the model's device).
+        seed: Seed of the random ids.
+
+    Returns:
+        ``{"median_ms", "min_ms", "max_ms", "tokens_per_s", ...environment}``.
+
+    Raises:
+        TypeError: If a count is not an int.
+        ValueError: If a count is below 1 (``warmup``: below 0).
+    """
+    _check_int("repeats", repeats, 1)
+    _check_int("warmup", warmup, 0)
+    inputs = _inputs(model, input_ids, batch_size, seqlen, seed).to(_infer_device(model))
+    with _eval_mode(model), torch.inference_mode():
+        run = _timer(model, inputs)
+        for _ in range(warmup):
+            run()
+        times = [run() for _ in range(repeats)]
+    median = statistics.median(times)
+    return {
+        "median_ms": median,
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "tokens_per_s": inputs.numel() / (median / 1000.0),
+        **_environment(inputs, repeats, warmup),
+    }
+
+
+def compare_latency(
+    baseline: nn.Module,
+    candidate: nn.Module,
+    *,
+    batch_size: int = 1,
+    seqlen: int = 128,
+    repeats: int = 10,
+    warmup: int = 2,
+    input_ids: torch.Tensor | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Measure two models on the same inputs with interleaved runs and report the speedup.
+
+    Args:
+        baseline: The reference (usually the dense model).
+        candidate: The model to compare (usually the pruned one).
+        batch_size: Sequences per forward pass (ignored when ``input_ids`` is given).
+        seqlen: Tokens per sequence (ignored when ``input_ids`` is given).
+        repeats: Timed passes per model; medians are compared.
+        warmup: Untimed passes per model first.
+        input_ids: Use these ids instead of seeded random ones.
+        seed: Seed of the random ids.
+
+    Returns:
+        ``{"baseline_ms", "pruned_ms", "speedup" (baseline / pruned), ...environment}``.
+
+    Raises:
+        TypeError: If a count is not an int.
+        ValueError: If a count is below 1 (``warmup``: below 0).
+    """
+    _check_int("repeats", repeats, 1)
+    _check_int("warmup", warmup, 0)
+    inputs = _inputs(baseline, input_ids, batch_size, seqlen, seed)
+    a_in, b_in = inputs.to(_infer_device(baseline)), inputs.to(_infer_device(candidate))
+    with _eval_mode(baseline), _eval_mode(candidate), torch.inference_mode():
+        run_a, run_b = _timer(baseline, a_in), _timer(candidate, b_in)
+        for _ in range(warmup):
+            run_a()
+            run_b()
+        times_a, times_b = [], []
+        for _ in range(repeats):
+            times_a.append(run_a())
+            times_b.append(run_b())
+    base, cand = statistics.median(times_a), statistics.median(times_b)
+    return {
+        "baseline_ms": base,
+        "pruned_ms": cand,
+        "speedup": base / cand,
+        **_environment(a_in, repeats, warmup),
+    }
