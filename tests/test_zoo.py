@@ -312,3 +312,10 @@ def test_cli_lists_shipped_models_and_builds_to_output(tiny_llama, tmp_path, cap
     out = tmp_path / "exported"
     assert _cli(["zoo", "build", "llama-gqa-small", "--output", str(out)]) == 0
     assert verify_model_dir(out, tiny_llama) is None
+
+
+def test_tests_never_use_the_users_cache():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    assert zoo_build.cache_root() == repo / ".hf_prune_cache" / "zoo"

@@ -49,6 +49,22 @@ warm-up steps then cosine decay, gradient clipping {{ recipe.grad_clip }}, {{ re
 thread(s), deterministic algorithms; {{ wall_time }} s wall time on the build machine. Parameters:
 {{ num_parameters }}.
 
+{% if curve %}
+Learning curve ({{ curve_protocol }}):
+
+| step | train loss | held-out perplexity |
+|---:|---:|---:|
+{% for point in curve -%}
+| {{ point.step }} | {{ "%.3f"|format(point.train_loss) }} | {{ "%.2f"|format(point.heldout) }} |
+{% endfor %}
+{% endif %}
+{% if storage and storage.dtype != "float32" %}
+Weights are stored in {{ storage.dtype }} and load as float32; every metric above was measured on the
+stored (rounded) weights{% if storage.curve_windows_perplexity_float32 %} (perplexity on the
+learning-curve windows: {{ "%.3f"|format(storage.curve_windows_perplexity_float32) }} in float32 before
+rounding, {{ "%.3f"|format(storage.curve_windows_perplexity_stored) }} stored){% endif %}.
+{% endif %}
+
 Built with torch {{ versions.torch }}, transformers {{ versions.transformers }},
 tokenizers {{ versions.tokenizers }}. Weights are bit-identical across rebuilds with the same recipe,
 seed, thread count and library versions on the same machine; other CPUs may differ in the last bits.
@@ -130,6 +146,9 @@ def write_model_card(
         wall_time=f"{metrics['training']['wall_time_s']:.0f}",
         num_parameters=f"{metrics['num_parameters']:,}",
         versions=metrics["versions"],
+        curve=metrics["training"].get("learning_curve") or [],
+        curve_protocol=metrics["training"].get("learning_curve_protocol", ""),
+        storage=metrics.get("storage"),
     )
     path = output_dir / "README.md"
     card.save(path)
