@@ -27,6 +27,11 @@ from hf_prune.methods import (
     ReferSVDConfig,
     SNIPConfig,
     SparseGPTConfig,
+    StructuredAFRConfig,
+    StructuredMagnitudeConfig,
+    StructuredReferSVDConfig,
+    StructuredSNIPConfig,
+    StructuredWandaConfig,
     WandaConfig,
 )
 from hf_prune.pipeline import prune
@@ -52,6 +57,11 @@ __all__ = [
     "ReferSVDConfig",
     "SNIPConfig",
     "SparseGPTConfig",
+    "StructuredAFRConfig",
+    "StructuredMagnitudeConfig",
+    "StructuredReferSVDConfig",
+    "StructuredSNIPConfig",
+    "StructuredWandaConfig",
     "WandaConfig",
     "__version__",
     "prune",

@@ -54,7 +54,7 @@ def prune(
             raise TypeError(f"model must be a transformers PreTrainedModel, got {type(model).__name__}.")
         get_arch(model)
         wrapped = PrunedModel(model, config)
-    ctx = PruneContext(calibration=calibration, tokenizer=tokenizer, progress=progress)
+    ctx = PruneContext(calibration=calibration, tokenizer=tokenizer, progress=progress, pruned=wrapped)
     rows = entry.run(wrapped.base_model, config, ctx)
     wrapped.report.layers.extend(rows)
     if calibration is not None:

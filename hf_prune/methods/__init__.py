@@ -8,6 +8,17 @@ from hf_prune.methods.custom import CustomConfig, run_custom
 from hf_prune.methods.first_order import AFRConfig, ReferSVDConfig, SNIPConfig
 from hf_prune.methods.magnitude import MagnitudeConfig
 from hf_prune.methods.sparsegpt import SparseGPTConfig
+from hf_prune.methods.structured import (
+    StructuredConfig,
+    StructuredMagnitudeConfig,
+    StructuredWandaConfig,
+    run_structured,
+)
+from hf_prune.methods.structured_first_order import (
+    StructuredAFRConfig,
+    StructuredReferSVDConfig,
+    StructuredSNIPConfig,
+)
 from hf_prune.methods.unstructured import AlphaAllocation, OWLAllocation, UnstructuredConfig, run_unstructured
 from hf_prune.methods.wanda import WandaConfig
 from hf_prune.registry import Registry
@@ -33,6 +44,11 @@ register_method(SparseGPTConfig, run_unstructured)
 register_method(SNIPConfig, run_unstructured)
 register_method(AFRConfig, run_unstructured)
 register_method(ReferSVDConfig, run_unstructured)
+register_method(StructuredMagnitudeConfig, run_structured)
+register_method(StructuredWandaConfig, run_structured)
+register_method(StructuredSNIPConfig, run_structured)
+register_method(StructuredReferSVDConfig, run_structured)
+register_method(StructuredAFRConfig, run_structured)
 
 __all__ = [
     "METHODS",
@@ -47,6 +63,12 @@ __all__ = [
     "SNIPConfig",
     "SparseGPTConfig",
     "SparsityConfig",
+    "StructuredAFRConfig",
+    "StructuredConfig",
+    "StructuredMagnitudeConfig",
+    "StructuredReferSVDConfig",
+    "StructuredSNIPConfig",
+    "StructuredWandaConfig",
     "UnstructuredConfig",
     "WandaConfig",
     "register_method",

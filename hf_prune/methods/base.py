@@ -22,12 +22,15 @@ class PruneContext:
         tokenizer: Tokenizer for text calibration data.
         progress: Show progress bars.
         batches: Calibration batches, built lazily by :meth:`get_batches`.
+        pruned: The ``PrunedModel`` being built, so structural methods apply their surgery through it
+            (``prune_neurons`` / ``prune_heads`` keep the report's original block numbering).
     """
 
     calibration: CalibrationConfig | None = None
     tokenizer: Any = None
     progress: bool = True
     batches: list[dict[str, torch.Tensor]] | None = field(default=None, repr=False)
+    pruned: Any = field(default=None, repr=False)
 
     def get_batches(self, method: str) -> list[dict[str, torch.Tensor]]:
         """Return the calibration batches, building them on first use.
