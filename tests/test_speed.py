@@ -33,7 +33,7 @@ class _Sleeper(nn.Module):
 def test_compare_latency_interleaves_runs_and_reports_the_speedup():
     log = []
     slow, fast = _Sleeper("slow", 0.03, log), _Sleeper("fast", 0.003, log)
-    result = compare_latency(slow, fast, batch_size=2, seqlen=7, repeats=4, warmup=1)
+    result = compare_latency(slow, fast, batch_size=2, seqlen=7, repeats=4, warmup=1, flops=False)
     assert [name for name, _, _ in log] == ["slow", "fast"] * 5  # A, B, A, B: drift hits both alike
     assert {shape for _, shape, _ in log} == {(2, 7)} and max(v for _, _, v in log) < 50
     assert result["baseline_ms"] >= 30 and result["pruned_ms"] < result["baseline_ms"]
@@ -64,11 +64,14 @@ def test_measure_speed_records_in_report_and_card(tmp_path):
     pm.remove_layers([1, 2])
     result = pm.measure_speed(dense, seqlen=16, repeats=3)
     assert pm.report.speed == result and result["speedup"] > 0
+    # Two of four blocks gone: the FLOP count (the ideal speedup) drops by well over a third.
+    assert result["pruned_flops"] < 0.7 * result["baseline_flops"]
+    assert result["ideal_speedup"] == pytest.approx(result["baseline_flops"] / result["pruned_flops"])
     folder = pm.save_pretrained(tmp_path / "ckpt")
     card = (folder / "README.md").read_text()
     section = card.split("## Measured speed")[1].split("##")[0]
     assert f"{result['baseline_ms']:.2f} ms" in section and f"{result['speedup']:.2f}x" in section
-    assert "interleaved" in section
+    assert "interleaved" in section and f"{result['ideal_speedup']:.2f}x" in section
     # Recorded in pruning_config.json too: the reload carries the measurement.
     from hf_prune import AutoPrunedModelForCausalLM
 

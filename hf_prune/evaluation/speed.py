@@ -59,6 +59,27 @@ def _inputs(
     return torch.randint(0, _vocab_size(model), (batch_size, seqlen), generator=generator)
 
 
+def count_flops(model: nn.Module, input_ids: torch.Tensor) -> int:
+    """Count the floating-point operations of one forward pass with ``torch``'s ``FlopCounterMode``.
+
+    The count is what the pass really executes (matrix products and attention, by their shapes), so
+    after structured pruning the ratio dense / pruned is the ideal, FLOP-proportional speedup.
+
+    Args:
+        model: A model taking ``input_ids``.
+        input_ids: The inputs of the pass (moved to the model's device).
+
+    Returns:
+        Total FLOPs (a multiply-add counts as 2).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with _eval_mode(model), torch.inference_mode(), counter:
+        model(input_ids=input_ids.to(_infer_device(model)), use_cache=False)
+    return int(counter.get_total_flops())
+
+
 def _environment(inputs: torch.Tensor, repeats: int, warmup: int) -> dict[str, Any]:
     return {
         "batch_size": int(inputs.shape[0]),
@@ -130,6 +151,7 @@ def compare_latency(
     warmup: int = 2,
     input_ids: torch.Tensor | None = None,
     seed: int = 0,
+    flops: bool = True,
 ) -> dict[str, Any]:
     """Measure two models on the same inputs with interleaved runs and report the speedup.
 
@@ -142,9 +164,12 @@ def compare_latency(
         warmup: Untimed passes per model first.
         input_ids: Use these ids instead of seeded random ones.
         seed: Seed of the random ids.
+        flops: Also count both models' forward FLOPs (:func:`count_flops`) and report
+            ``ideal_speedup``, the FLOP-proportional speedup the measured one can be held against.
 
     Returns:
-        ``{"baseline_ms", "pruned_ms", "speedup" (baseline / pruned), ...environment}``.
+        ``{"baseline_ms", "pruned_ms", "speedup" (baseline / pruned), "baseline_tokens_per_s",
+        "pruned_tokens_per_s", "baseline_flops", "pruned_flops", "ideal_speedup", ...environment}``.
 
     Raises:
         TypeError: If a count is not an int.
@@ -164,9 +189,15 @@ def compare_latency(
             times_a.append(run_a())
             times_b.append(run_b())
     base, cand = statistics.median(times_a), statistics.median(times_b)
-    return {
+    result: dict[str, Any] = {
         "baseline_ms": base,
         "pruned_ms": cand,
         "speedup": base / cand,
-        **_environment(a_in, repeats, warmup),
+        "baseline_tokens_per_s": a_in.numel() / (base / 1000.0),
+        "pruned_tokens_per_s": b_in.numel() / (cand / 1000.0),
     }
+    if flops:
+        result["baseline_flops"] = count_flops(baseline, a_in)
+        result["pruned_flops"] = count_flops(candidate, b_in)
+        result["ideal_speedup"] = result["baseline_flops"] / max(1, result["pruned_flops"])
+    return {**result, **_environment(a_in, repeats, warmup)}

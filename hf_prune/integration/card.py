@@ -705,18 +705,34 @@ def speed_section(report: PruningReport) -> tuple[str, str]:
     if "pruned_ms" not in speed:
         return "", ""
     compared = "baseline_ms" in speed and "speedup" in speed
-    table = markdown_table(
-        ["forward latency", "dense", "pruned", "speedup"],
+    shape = f"{speed.get('batch_size', '?')} x {speed.get('seqlen', '?')} tokens"
+    rows = [
         [
+            f"forward latency, {shape}",
+            f"{speed['baseline_ms']:.2f} ms" if compared else _MISSING,
+            f"{speed['pruned_ms']:.2f} ms",
+            f"{speed['speedup']:.2f}x" if compared else _MISSING,
+        ]
+    ]
+    if "baseline_tokens_per_s" in speed:
+        rows.append(
             [
-                f"{speed.get('batch_size', '?')} x {speed.get('seqlen', '?')} tokens",
-                f"{speed['baseline_ms']:.2f} ms" if compared else _MISSING,
-                f"{speed['pruned_ms']:.2f} ms",
-                f"{speed['speedup']:.2f}x" if compared else _MISSING,
+                "tokens / s",
+                f"{speed['baseline_tokens_per_s']:,.0f}",
+                f"{speed['pruned_tokens_per_s']:,.0f}",
+                f"{speed['pruned_tokens_per_s'] / speed['baseline_tokens_per_s']:.2f}x",
             ]
-        ],
-        ["l", "r", "r", "r"],
-    )
+        )
+    if "ideal_speedup" in speed:
+        rows.append(
+            [
+                "forward FLOPs (ideal speedup)",
+                f"{speed['baseline_flops']:,}",
+                f"{speed['pruned_flops']:,}",
+                f"{speed['ideal_speedup']:.2f}x",
+            ]
+        )
+    table = markdown_table(["", "dense", "pruned", "speedup"], rows, ["l", "r", "r", "r"])
     runs = "per model, dense and pruned interleaved" if compared else "(no dense baseline measured)"
     note = (
         f"Measured on {speed.get('device', '?')} ({speed.get('cpu') or 'unknown CPU'}, "
