@@ -26,6 +26,14 @@ BENCHMARKS = {
     ),
     "mvbcs_scale": ("benchmarks.mvbcs_scale", "MV-BCS solver time vs L and M, against an O(M*L^2) DP"),
     "esd_speed": ("benchmarks.esd_speed", "built-in alpha estimator vs weightwatcher / float64 NumPy"),
+    "structured_quality": (
+        "benchmarks.structured_quality",
+        "held-out perplexity after MLP-neuron pruning: AFR/SNIP/ReFer-SVD/Wanda vs magnitude and random",
+    ),
+    "structured_speed": (
+        "benchmarks.structured_speed",
+        "forward latency of width-pruned Llama (134M) vs dense and vs the FLOP-proportional ideal",
+    ),
 }
 
 

@@ -736,7 +736,7 @@ def speed_section(report: PruningReport) -> tuple[str, str]:
     runs = "per model, dense and pruned interleaved" if compared else "(no dense baseline measured)"
     note = (
         f"Measured on {speed.get('device', '?')} ({speed.get('cpu') or 'unknown CPU'}, "
-        f"{speed.get('threads', '?')} threads, torch {speed.get('torch', '?')}): median of "
+        f"threads: {speed.get('threads', '?')}, torch {speed.get('torch', '?')}): median of "
         f"{speed.get('repeats', '?')} full forward passes {runs}."
     )
     return table, note
