@@ -115,7 +115,8 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     assert "reload reproduces logits: True" in out
     table = [line for line in out.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| method | sparsity | perplexity")
-    assert [row.split("|")[1].strip() for row in table[2:]] == ["dense", *["magnitude", "sparsegpt"] * 2]
+    methods = [row.split("|")[1].strip() for row in table[2:]]
+    assert methods == ["dense", *["magnitude", "sparsegpt"] * 2, "structured_wanda"]
     results = json.loads((out_dir / "results.json").read_text())
     by_key = {(r["method"], r["sparsity"]): r for r in results["rows"]}
     dense = results["dense"]["perplexity"]
@@ -129,3 +130,16 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     assert "## Measured speed" in card and "x" in card.split("## Measured speed")[1]
     assert (out_dir / "pruned" / "tokenizer.json").is_file()
     assert (out_dir / "perplexity_vs_sparsity.png").stat().st_size > 10_000
+    # The structured result is physically smaller and loads with plain transformers, same logits.
+    structured = by_key[("structured_wanda", 0.25)]
+    assert structured["params"] < results["rows"][0]["params"]
+    from transformers import AutoModelForCausalLM
+
+    from hf_prune import AutoPrunedModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(out_dir / "structured")
+    ours = AutoPrunedModelForCausalLM.from_pretrained(out_dir / "structured")
+    ids = torch.randint(0, 100, (1, 16))
+    assert sum(p.numel() for p in plain.parameters()) == structured["params"]
+    assert torch.allclose(plain(input_ids=ids).logits, ours(input_ids=ids).logits, atol=1e-5)
+    assert "## Measured speed" in (out_dir / "structured" / "README.md").read_text()

@@ -75,7 +75,8 @@ def count_flops(model: nn.Module, input_ids: torch.Tensor) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with _eval_mode(model), torch.inference_mode(), counter:
+    # no_grad, not inference_mode: under FlopCounterMode the latter breaks parametrized (masked) weights.
+    with _eval_mode(model), torch.no_grad(), counter:
         model(input_ids=input_ids.to(_infer_device(model)), use_cache=False)
     return int(counter.get_total_flops())
 
