@@ -329,7 +329,13 @@ class CalibrationConfig:
         seed: Seed of the random window positions.
         batch_size: Windows per forward pass.
         split: Dataset split to read (Hub and ``datasets`` inputs).
-        text_column: Column with the text (default: ``"text"``, or the registered set's own formatting).
+        text_column: Column with the text (default: ``"text"``, or the registered set's own formatting;
+            for image-text data ``"text"``, else ``"caption"``).
+        image_column: Column with the image of image-text data (LLaVA calibration): in a JSONL file (or a
+            folder of them, e.g. ``captions.jsonl`` beside its images) a path relative to that file,
+            in a ``datasets.Dataset`` a PIL image. Default ``None``: ``"image"`` is used when the data
+            has that column (or the folder holds a ``captions.jsonl``); setting it forces image-text
+            mode and a missing column is an error.
     """
 
     dataset: Any = field(default="wikitext2", metadata={"help": "Name, local path, Dataset or list of str."})
@@ -339,6 +345,9 @@ class CalibrationConfig:
     batch_size: int = field(default=1, metadata={"help": "Windows per forward pass."})
     split: str = field(default="train", metadata={"help": "Dataset split."})
     text_column: str | None = field(default=None, metadata={"help": "Text column of a table dataset."})
+    image_column: str | None = field(
+        default=None, metadata={"help": "Image column of image-text data (default: 'image' when present)."}
+    )
 
     def __post_init__(self) -> None:
         check_range("nsamples", self.nsamples, 1, integer=True)
@@ -347,6 +356,15 @@ class CalibrationConfig:
         check_range("batch_size", self.batch_size, 1, integer=True)
         if isinstance(self.dataset, os.PathLike):
             self.dataset = os.fspath(self.dataset)
+        for name in ("text_column", "image_column"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{name} must be a non-empty column name or None, got {value!r}.")
+        if self.image_column is not None and isinstance(self.dataset, (list, tuple)):
+            raise ValueError(
+                f"image_column={self.image_column!r} needs image-text data (a JSONL file or folder of "
+                "image paths + captions, or a datasets.Dataset with an image column), not a list of strings."
+            )
         if isinstance(self.dataset, (list, tuple)):
             if not self.dataset or not all(isinstance(t, str) for t in self.dataset):
                 raise TypeError("dataset given as a list must be a non-empty list of strings.")
@@ -377,4 +395,5 @@ class CalibrationConfig:
             "batch_size": self.batch_size,
             "split": self.split,
             "text_column": self.text_column,
+            "image_column": self.image_column,
         }

@@ -2,10 +2,16 @@
 
 Windows follow the Wanda / SparseGPT loaders: the texts are joined, tokenized once, and ``nsamples``
 windows of ``seqlen`` tokens start at seeded random positions.
+
+Image-text data (LLaVA) is different: each sample is one image with its caption, encoded by the
+model's processor as ``"<image>"``, a newline and the caption, so it runs through the whole
+vision-language forward (vision tower, projector, language model) and the statistics include the
+image tokens.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Callable
@@ -169,7 +175,10 @@ def text_tokenizer(tokenizer: Any) -> Any:
 
 
 def build_calibration_batches(config: CalibrationConfig, tokenizer: Any) -> list[dict[str, torch.Tensor]]:
-    """Tokenize the calibration texts and cut seeded random windows.
+    """Tokenize the calibration texts and cut seeded random windows (or encode image-text samples).
+
+    For image-text data (see :func:`is_image_text`) this returns
+    :func:`build_image_text_batches` instead.
 
     The picked texts are joined and tokenized once, without transformers' "sequence length is longer
     than the specified maximum" warning (the length is intended).
@@ -183,8 +192,11 @@ def build_calibration_batches(config: CalibrationConfig, tokenizer: Any) -> list
         smaller).
 
     Raises:
-        ValueError: If the data holds fewer than ``seqlen + 1`` tokens.
+        ValueError: If the data holds fewer than ``seqlen + 1`` tokens, or image-text data comes without
+            a processor.
     """
+    if is_image_text(config):
+        return build_image_text_batches(config, tokenizer)
     texts = load_calibration_texts(config)
     rng = random.Random(config.seed)
     # Shuffle documents with the seed and stop once there is plenty of text: tokenizing a whole C4
@@ -218,6 +230,262 @@ def build_calibration_batches(config: CalibrationConfig, tokenizer: Any) -> list
         {"input_ids": chunk, "attention_mask": torch.ones_like(chunk)}
         for chunk in stacked.split(config.batch_size)
     ]
+
+
+# ------------------------------------------------------------------ image-text data (LLaVA)
+_TEXT_DEFAULTS = ("text", "caption")
+_DEFAULT_IMAGE_COLUMN = "image"
+_CAPTIONS_FILE = "captions.jsonl"
+
+
+@dataclass(frozen=True)
+class ImageTextSample:
+    """One image-text calibration sample.
+
+    Args:
+        image: A PIL image, or the path of an image file (opened only when the sample is picked).
+        text: Its caption.
+    """
+
+    image: Any
+    text: str
+
+    def load_image(self) -> Any:
+        """Return the image as an RGB PIL image."""
+        from PIL import Image
+
+        image = Image.open(self.image) if isinstance(self.image, (str, Path)) else self.image
+        if not isinstance(image, Image.Image):
+            raise ValueError(
+                f"Image-text calibration sample holds a {type(image).__name__}, not a PIL image."
+            )
+        return image.convert("RGB")
+
+
+def _jsonl_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        captions = path / _CAPTIONS_FILE
+        return [captions] if captions.is_file() else sorted(path.glob("*.jsonl"))
+    return [path]
+
+
+def _first_row(path: Path) -> dict[str, Any] | None:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    return None
+                return row if isinstance(row, dict) else None
+    return None
+
+
+def is_image_text(config: CalibrationConfig) -> bool:
+    """Whether ``config`` describes image-text (LLaVA) calibration data rather than text.
+
+    It does when ``image_column`` is set, when a ``datasets.Dataset`` has an ``"image"`` column, when
+    a folder holds ``captions.jsonl``, or when a JSONL file's (or a folder's first JSONL file's) first
+    row has an ``"image"`` field.
+
+    Args:
+        config: The calibration config.
+    """
+    if config.image_column is not None:
+        return True
+    data = config.dataset
+    if isinstance(data, (list, tuple)):
+        return False
+    if not isinstance(data, str):  # datasets.Dataset
+        return _DEFAULT_IMAGE_COLUMN in data.column_names
+    path = Path(data).expanduser()
+    if path.is_dir() and (path / _CAPTIONS_FILE).is_file():
+        return True
+    files = (
+        [f for f in _jsonl_files(path) if f.suffix.lower() == ".jsonl" and f.is_file()]
+        if path.exists()
+        else []
+    )
+    if not files:
+        return False
+    row = _first_row(files[0])
+    return row is not None and _DEFAULT_IMAGE_COLUMN in row
+
+
+def _text_column(config: CalibrationConfig, columns: list[str], where: str) -> str:
+    if config.text_column is not None:
+        if config.text_column not in columns:
+            raise ValueError(
+                f"Image-text calibration data {where} has no text column {config.text_column!r} "
+                f"(CalibrationConfig.text_column); its columns are {sorted(columns)}. Set text_column to one "
+                "of them."
+            )
+        return config.text_column
+    for name in _TEXT_DEFAULTS:
+        if name in columns:
+            return name
+    raise ValueError(
+        f"Image-text calibration data {where} has neither a 'text' nor a 'caption' column; its columns are "
+        f"{sorted(columns)}. Set CalibrationConfig(text_column=...)."
+    )
+
+
+def load_image_text_samples(config: CalibrationConfig) -> list[ImageTextSample]:
+    """Return every image-text sample of ``config`` (images from files stay unopened paths).
+
+    Args:
+        config: A calibration config for which :func:`is_image_text` holds: a JSONL file whose rows
+            have an image path (relative to the file) and a caption, a folder holding
+            ``captions.jsonl`` (or other ``.jsonl`` files) beside its images, or a ``datasets.Dataset``
+            with an image column of PIL images and a text column.
+
+    Raises:
+        ValueError: For a missing column, a missing image file, a malformed row or no samples; the
+            message names the field and the value.
+    """
+    image_col = config.image_column or _DEFAULT_IMAGE_COLUMN
+    data = config.dataset
+    samples: list[ImageTextSample] = []
+    if isinstance(data, (list, tuple)):
+        raise ValueError("Image-text calibration needs a JSONL file / folder or a datasets.Dataset.")
+    if not isinstance(data, str):  # datasets.Dataset
+        columns = list(data.column_names)
+        if image_col not in columns:
+            raise ValueError(
+                f"Image-text calibration Dataset has no image column {image_col!r} "
+                f"(CalibrationConfig.image_column); its columns are {sorted(columns)}. Set image_column to "
+                "the column holding PIL images."
+            )
+        text_col = _text_column(config, columns, "(datasets.Dataset)")
+        for i, row in enumerate(data):
+            if not isinstance(row[text_col], str) or not row[text_col].strip():
+                continue  # an empty caption carries no text statistics
+            if row[image_col] is None:
+                raise ValueError(f"Row {i} of the calibration Dataset has no image in column {image_col!r}.")
+            samples.append(ImageTextSample(row[image_col], row[text_col]))
+    else:
+        path = Path(data).expanduser()
+        if not path.exists():
+            raise ValueError(f"CalibrationConfig.dataset={data!r}: no such file or folder.")
+        files = _jsonl_files(path)
+        if not files or any(f.suffix.lower() != ".jsonl" for f in files):
+            raise ValueError(
+                f"Image-text calibration data {data!r} must be a .jsonl file or a folder holding "
+                f"{_CAPTIONS_FILE} (rows like {{{image_col!r}: 'img.png', 'text': 'a caption'}}, image paths "
+                "relative to the file)."
+            )
+        for f in files:
+            samples.extend(_jsonl_samples(f, config, image_col))
+    if not samples:
+        raise ValueError(
+            f"Image-text calibration data {config.describe()['dataset']!r} holds no captioned images."
+        )
+    return samples
+
+
+def _jsonl_samples(path: Path, config: CalibrationConfig, image_col: str) -> list[ImageTextSample]:
+    out = []
+    with path.open(encoding="utf-8") as fh:
+        lines = [(n, line) for n, line in enumerate(fh, start=1) if line.strip()]
+    for n, line in lines:
+        where = f"{str(path)!r} line {n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"Image-text calibration file {where} is not valid JSON: {exc}.") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"Image-text calibration file {where} must hold a JSON object per line.")
+        if image_col not in row:
+            raise ValueError(
+                f"Image-text calibration file {where} has no image field {image_col!r} "
+                f"(CalibrationConfig.image_column); its fields are {sorted(row)}. Set image_column to the "
+                "field holding the image path."
+            )
+        text_col = _text_column(config, list(row), where)
+        text = row[text_col]
+        if not isinstance(text, str) or not text.strip():
+            continue
+        image = (path.parent / str(row[image_col])).expanduser()
+        if not image.is_file():
+            raise ValueError(
+                f"Image-text calibration file {where}: {image_col}={row[image_col]!r} points to "
+                f"{str(image)!r}, which does not exist. Image paths are relative to the JSONL file; fix "
+                "the path or add the image."
+            )
+        out.append(ImageTextSample(image, text))
+    return out
+
+
+def _check_processor(processor: Any) -> None:
+    from transformers import ProcessorMixin
+
+    if (
+        not isinstance(processor, ProcessorMixin)
+        or getattr(processor, "image_processor", None) is None
+        or getattr(processor, "tokenizer", None) is None
+    ):
+        got = "None" if processor is None else type(processor).__name__
+        raise ValueError(
+            f"image-text calibration needs a processor (got {got}): pass "
+            "tokenizer=AutoProcessor.from_pretrained(model_id), or load the model with "
+            "AutoPrunedModelForImageTextToText, which loads its processor."
+        )
+
+
+def build_image_text_batches(config: CalibrationConfig, processor: Any) -> list[dict[str, torch.Tensor]]:
+    """Encode seeded image-text samples with a vision-language processor.
+
+    Each sample is ``processor(images=[image], text=[image_token + newline + caption])``: the processor
+    expands the image token to one token per image feature, so the model's forward runs the vision
+    tower and projector and puts the image features into the language model's input. ``nsamples``
+    samples are picked with ``seed`` (all of them when there are fewer); captions are cut after
+    ``seqlen`` text tokens (the image tokens are never cut: LLaVA checks their count). Samples of equal
+    length share a batch of up to ``batch_size``; nothing is padded, so no padding position enters
+    the statistics.
+
+    Args:
+        config: An image-text calibration config (see :func:`is_image_text`).
+        processor: The model's processor (``LlavaProcessor``).
+
+    Returns:
+        Batches of ``{"input_ids", "attention_mask", "pixel_values", ...}``.
+
+    Raises:
+        ValueError: Without a processor (a plain tokenizer or ``None``), or for bad data (see
+            :func:`load_image_text_samples`).
+    """
+    _check_processor(processor)
+    samples = load_image_text_samples(config)
+    rng = random.Random(config.seed)
+    picked = rng.sample(range(len(samples)), min(config.nsamples, len(samples)))
+    image_token = getattr(processor, "image_token", None) or "<image>"
+    image_id = processor.tokenizer.convert_tokens_to_ids(image_token)
+    encoded = []
+    for i in picked:
+        sample = samples[i]
+        enc = processor(
+            images=[sample.load_image()], text=[f"{image_token}\n{sample.text}"], return_tensors="pt"
+        )
+        ids = enc["input_ids"]
+        # Keep every image token and the first ``seqlen`` text tokens after them.
+        is_text = ids[0] != image_id
+        text_seen = torch.cumsum(is_text.long(), dim=0)
+        keep = int((text_seen <= config.seqlen).sum())
+        item = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
+        for key in ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"):
+            if key in item and item[key].shape[-1] == ids.shape[-1]:
+                item[key] = item[key][:, :keep]
+        encoded.append(item)
+    # Group equal lengths (in seeded order) so batches need no padding.
+    groups: dict[int, list[dict[str, torch.Tensor]]] = {}
+    for item in encoded:
+        groups.setdefault(int(item["input_ids"].shape[-1]), []).append(item)
+    batches = []
+    for items in groups.values():
+        for start in range(0, len(items), config.batch_size):
+            chunk = items[start : start + config.batch_size]
+            batches.append({k: torch.cat([c[k] for c in chunk], dim=0) for k in chunk[0]})
+    return batches
 
 
 def write_texts(texts: list[str], path: str | os.PathLike[str]) -> Path:

@@ -28,11 +28,15 @@ def _stored_param(module: nn.Module) -> nn.Parameter:
     return module.weight
 
 
-def _labels(model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
+def _labels(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     labels = input_ids.clone()
     image_token = getattr(model.config, "image_token_id", None)
     if image_token is not None:
         labels[labels == image_token] = -100  # LLaVA: no loss on image placeholders
+    if attention_mask is not None:
+        labels[attention_mask == 0] = -100  # nor on padding
     return labels
 
 
@@ -95,7 +99,9 @@ def accumulate_gradients(
             inputs = {k: v.to(device) for k, v in batch.items()}
             rep_terms.clear()
             if objective == "ce":
-                out = model(**inputs, labels=_labels(model, inputs["input_ids"]))
+                out = model(
+                    **inputs, labels=_labels(model, inputs["input_ids"], inputs.get("attention_mask"))
+                )
                 loss = out.loss if isinstance(out, ModelOutput) else None
                 if loss is None:
                     raise ValueError(

@@ -619,7 +619,16 @@ def render_card(
         sort_keys=True,
     )
     # A fixed order: pruning_config.json stores the keys sorted, the in-memory dict does not.
-    calib_keys = ("dataset", "nsamples", "seqlen", "seed", "split", "batch_size", "text_column")
+    calib_keys = (
+        "dataset",
+        "nsamples",
+        "seqlen",
+        "seed",
+        "split",
+        "batch_size",
+        "text_column",
+        "image_column",
+    )
     calibration_rows = [[k, (calib or {})[k]] for k in calib_keys if (calib or {}).get(k) is not None]
     cfg = pruned.pruning_config
     paper = str(getattr(cfg, "paper", "") or "") if cfg is not None else ""

@@ -19,7 +19,7 @@ class PruneContext:
 
     Args:
         calibration: The calibration config, if any.
-        tokenizer: Tokenizer for text calibration data.
+        tokenizer: Tokenizer for text calibration data, or the processor for image-text data.
         progress: Show progress bars.
         batches: Calibration batches, built lazily by :meth:`get_batches`.
         pruned: The ``PrunedModel`` being built, so structural methods apply their surgery through it
@@ -39,19 +39,20 @@ class PruneContext:
             method: The method name (for the error message).
 
         Raises:
-            ValueError: If no calibration config or tokenizer was given.
+            ValueError: If no calibration config or tokenizer (processor for image-text data) was given.
         """
         if self.batches is None:
             if self.calibration is None:
                 raise ValueError(
                     f"Method {method!r} needs calibration data: pass calibration=CalibrationConfig(...)."
                 )
-            if self.tokenizer is None:
+            from hf_prune.calibration.data import build_calibration_batches, is_image_text
+
+            # Image-text data needs a processor, not any tokenizer: build_calibration_batches says so.
+            if self.tokenizer is None and not is_image_text(self.calibration):
                 raise ValueError(
                     f"Method {method!r} needs a tokenizer to prepare calibration text: pass tokenizer=."
                 )
-            from hf_prune.calibration.data import build_calibration_batches
-
             self.batches = build_calibration_batches(self.calibration, self.tokenizer)
         return self.batches
 
