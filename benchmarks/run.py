@@ -30,6 +30,10 @@ BENCHMARKS = {
         "benchmarks.structured_quality",
         "held-out perplexity after MLP-neuron pruning: AFR/SNIP/ReFer-SVD/Wanda vs magnitude and random",
     ),
+    "llava_quality": (
+        "benchmarks.llava_quality",
+        "llava-tiny caption ranking after 30% MLP pruning: image-text vs text-only calibration vs magnitude",
+    ),
     "structured_speed": (
         "benchmarks.structured_speed",
         "forward latency of width-pruned Llama (134M) vs dense and vs the FLOP-proportional ideal",
