@@ -117,3 +117,28 @@ def quiet_tokenize(tokenizer: Callable[..., Any], text: str, **kwargs: Any) -> A
         return tokenizer(text, verbose=False, **kwargs)
     with _quiet_length_warning():
         return tokenizer(text, **kwargs)
+
+
+@contextlib.contextmanager
+def transformers_progress(progress: bool = True) -> Iterator[None]:
+    """Show ``transformers``' own bars ("Loading weights", "Writing model shards") only where ours show.
+
+    Inside the block the bars follow :func:`show_progress`; the previous setting is restored after.
+
+    Args:
+        progress: The caller's ``progress`` flag.
+
+    Yields:
+        Nothing.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    wanted = show_progress(progress)
+    if was_enabled and not wanted:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled and not wanted:
+            hf_logging.enable_progress_bar()

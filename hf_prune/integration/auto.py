@@ -10,6 +10,7 @@ import transformers
 from hf_prune.config import CalibrationConfig, PruningConfig
 from hf_prune.integration.checkpoint import load_pruned
 from hf_prune.integration.pruned_model import PrunedModel
+from hf_prune.utils import transformers_progress
 
 
 class AutoPrunedModel:
@@ -77,7 +78,10 @@ class AutoPrunedModel:
             # Pruning an hf_prune checkpoint again: rebuild its structure first, then prune further.
             base = load_pruned(pretrained_model_name_or_path, cls._hf_auto_class, dtype=kwargs.get("dtype"))
         else:
-            base = cls._hf_auto_class.from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            with transformers_progress(progress):
+                base = cls._hf_auto_class.from_pretrained(
+                    pretrained_model_name_or_path, *model_args, **kwargs
+                )
         if tokenizer is None and calibration is not None:
             tokenizer = cls._load_preprocessor(pretrained_model_name_or_path, **kwargs)
         return prune(base, pruning_config, calibration=calibration, tokenizer=tokenizer, progress=progress)

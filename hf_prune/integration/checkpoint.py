@@ -27,6 +27,7 @@ from hf_prune.surgery.structure import (
     homogeneous_config_dict,
     read_structure,
 )
+from hf_prune.utils import transformers_progress
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +86,10 @@ def save_pruned(
         state = clean_state_dict(model)
         # save_original_format=False keeps the in-memory key names (e.g. LLaVA's), which both our
         # loader and transformers' read; reverting them would force us to re-apply conversions.
-        model.save_pretrained(
-            tmp, state_dict=state, max_shard_size=max_shard_size, save_original_format=False
-        )
+        with transformers_progress():
+            model.save_pretrained(
+                tmp, state_dict=state, max_shard_size=max_shard_size, save_original_format=False
+            )
         (tmp / "config.json").write_text(json.dumps(config_data, indent=2, sort_keys=True) + "\n")
         record = pruned.pruning_config.to_dict() if pruned.pruning_config else {"method": "custom"}
         pruned.refresh()

@@ -39,6 +39,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from hf_prune.utils import transformers_progress
 from hf_prune.zoo.card import write_model_card
 from hf_prune.zoo.corpus import corpus_summary
 from hf_prune.zoo.recipes import ZooRecipe, get_recipe
@@ -251,7 +252,8 @@ def build_zoo_model(
         wall_time = time.perf_counter() - start
         if recipe.save_dtype != "float32":
             model = model.to(getattr(torch, recipe.save_dtype))
-        model.save_pretrained(staging)
+        with transformers_progress(progress):
+            model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         versions = {
             "torch": torch.__version__,
@@ -314,14 +316,15 @@ def _install(staging: Path, output: Path, recipe: ZooRecipe) -> None:
 
 def _load(model_dir: Path, recipe: ZooRecipe) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     # Stored weights may be half precision; pruning math and the recorded metrics are float32.
-    if recipe.kind == "causal_lm":
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    elif recipe.kind == "sequence_classification":
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32)
-    else:
-        from transformers import LlavaForConditionalGeneration
+    with transformers_progress():
+        if recipe.kind == "causal_lm":
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        elif recipe.kind == "sequence_classification":
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32)
+        else:
+            from transformers import LlavaForConditionalGeneration
 
-        model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+            model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return model, tokenizer
