@@ -1,7 +1,7 @@
 """Quick start: prune a small Llama with Wanda + AlphaPruning allocation, save, reload, compare.
 
 Runs offline in seconds on a tiny random model; pass --zoo to use the trained zoo model instead
-(built on first use, ~10 minutes on 2 cores).
+(shipped with hf_prune: it loads in a second).
 
     python examples/quickstart.py [--zoo] [--output out/quickstart]
 """
