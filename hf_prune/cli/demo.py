@@ -86,12 +86,16 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _removed_fraction(report: Any) -> float:
-    """Fraction of the pruned layers' weights that are gone: zeros (unstructured) or removed units."""
+    """Fraction removed: zeros of the pruned projections, or removed units (neurons, heads) of the layers."""
     if any(r.kind == "linear" for r in report.layers):
         return float(report.sparsity)
-    rows = [r for r in report.layers if r.kind in ("mlp", "attention")]
-    before = sum(r.params_before for r in rows)
-    return 0.0 if before == 0 else 1.0 - sum(r.params_after for r in rows) / before
+    before = after = 0
+    for row in report.layers:
+        for unit, kept in (row.kept_units or {}).items():
+            total = (row.kept_units or {}).get(f"{unit}_before")
+            if isinstance(total, int) and isinstance(kept, int):
+                before, after = before + total, after + kept
+    return 0.0 if before == 0 else 1.0 - after / before
 
 
 def _save_and_check(pruned: Any, folder: Path, tokenizer: Any, probe: torch.Tensor) -> tuple[Path, bool]:
