@@ -189,7 +189,8 @@ def test_results_go_into_report_and_card_model_index(checkpoints, tmp_path):
     # Reloaded checkpoints keep the results (they live in pruning_config.json).
     again = AutoPrunedModelForCausalLM.from_pretrained(folder)
     assert again.report.evaluation["hfp_code_mc/acc"] == acc
-    assert str(render_card(again, json.loads((folder / "pruning_config.json").read_text()))) == card.content
+    record = json.loads((folder / "pruning_config.json").read_text())
+    assert str(render_card(again, record, folder=folder)) == card.content
 
 
 def test_summarize_results_and_bad_input():
