@@ -36,7 +36,7 @@ BENCHMARKS = {
     ),
     "structured_speed": (
         "benchmarks.structured_speed",
-        "forward latency of width-pruned Llama (134M) vs dense and vs the FLOP-proportional ideal",
+        "forward latency of width-pruned Llama (125M) vs dense and vs the FLOP-proportional ideal",
     ),
 }
 

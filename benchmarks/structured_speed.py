@@ -1,6 +1,6 @@
 """Speed of structured (width) pruning: measured forward latency vs the FLOP-proportional ideal.
 
-A Llama of ~134M parameters (hidden 768, 12 layers, 12 query / 4 KV heads, MLP 2048, vocab 32000;
+A Llama of ~125M parameters (hidden 768, 12 layers, 12 query / 4 KV heads, MLP 2048, vocab 32000;
 random weights: latency does not depend on their values) is pruned with ``StructuredMagnitudeConfig``
 at 25% and 50% of MLP neurons and at 25% of query heads (uniform, so plain ``transformers`` loads the
 result). Each pruned model is timed against the dense one with interleaved runs
