@@ -215,3 +215,47 @@ class CharTokenizer:
 
     def __call__(self, text, return_tensors=None, add_special_tokens=False):
         return {"input_ids": torch.tensor([[3 + (ord(c) % 90) for c in text]])}
+
+
+def save_tiny_llava(tokenizer: Any, folder: Any, max_position_embeddings: int = 128) -> Any:
+    """Save a tiny LLaVA (8x8 images, 2x2 patches: 16 image tokens) and its processor to ``folder``.
+
+    ``tokenizer`` must encode ``<image>`` as one token. Returns the processor.
+    """
+    config = T.LlavaConfig(
+        vision_config=T.CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=8,
+            patch_size=2,
+            projection_dim=32,
+        ),
+        text_config=T.LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=max_position_embeddings,
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_seq_length=16,
+        vision_feature_layer=-1,
+    )
+    processor = T.LlavaProcessor(
+        image_processor=T.CLIPImageProcessorPil(
+            size={"shortest_edge": 8}, crop_size={"height": 8, "width": 8}
+        ),
+        tokenizer=tokenizer,
+        patch_size=2,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token="<image>",
+    )
+    torch.manual_seed(0)
+    T.LlavaForConditionalGeneration(config).eval().save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return processor

@@ -8,6 +8,7 @@ import random
 import pytest
 import torch
 import transformers as T
+from families import save_tiny_llava
 from PIL import Image
 
 import hf_prune
@@ -53,43 +54,8 @@ def llava(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("llava")
     tokenizer = train_bpe_tokenizer(CAPTIONS * 4, vocab_size=300, model_max_length=64)
-    processor = T.LlavaProcessor(
-        image_processor=T.CLIPImageProcessorPil(
-            size={"shortest_edge": 8}, crop_size={"height": 8, "width": 8}
-        ),
-        tokenizer=tokenizer,
-        patch_size=2,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        image_token="<image>",
-    )
-    config = T.LlavaConfig(
-        vision_config=T.CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=8,
-            patch_size=2,
-            projection_dim=32,
-        ),
-        text_config=T.LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=128,
-        ),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        image_seq_length=IMAGE_TOKENS,
-        vision_feature_layer=-1,
-    )
-    torch.manual_seed(0)
     dense = root / "dense"
-    T.LlavaForConditionalGeneration(config).eval().save_pretrained(dense)
-    processor.save_pretrained(dense)
+    processor = save_tiny_llava(tokenizer, dense)
 
     data = root / "images"
     (data / "img").mkdir(parents=True)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from families import FAMILIES, logits, make_model
+from families import FAMILIES, logits, make_model, save_tiny_llava
 
 import hf_prune
 from hf_prune import CustomConfig, MagnitudeConfig, prune
@@ -191,45 +191,8 @@ def test_image_text_auto_class_remembers_the_processor(bpe_tokenizer, tmp_path):
     from hf_prune import AutoPrunedModelForImageTextToText, WandaConfig
     from hf_prune.calibration.data import write_texts
 
-    vision = T.CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=8,
-        patch_size=2,
-        projection_dim=32,
-    )
-    text = T.LlamaConfig(
-        vocab_size=len(bpe_tokenizer),
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    config = T.LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=bpe_tokenizer.convert_tokens_to_ids("<image>"),
-        image_seq_length=16,
-        vision_feature_layer=-1,
-    )
-    torch.manual_seed(0)
-    processor = T.LlavaProcessor(
-        image_processor=T.CLIPImageProcessorPil(
-            size={"shortest_edge": 8}, crop_size={"height": 8, "width": 8}
-        ),
-        tokenizer=bpe_tokenizer,
-        patch_size=2,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        image_token="<image>",
-    )
     dense = tmp_path / "dense"
-    T.LlavaForConditionalGeneration(config).save_pretrained(dense)
-    processor.save_pretrained(dense)
+    save_tiny_llava(bpe_tokenizer, dense, max_position_embeddings=64)
     calib = write_texts(TOK_TEXTS, tmp_path / "calib.txt")
 
     pm = AutoPrunedModelForImageTextToText.from_pretrained(
