@@ -16,6 +16,7 @@ from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 from transformers.utils import ModelOutput
 
+from hf_prune.calibration.distributed import all_reduce_sum_
 from hf_prune.utils import show_progress
 
 OBJECTIVES = ("ce", "rep")
@@ -123,4 +124,5 @@ def accumulate_gradients(
             p.requires_grad_(flags.get(id(p), True))
             p.grad = None
         model.train(was_training)
+    all_reduce_sum_(grads)  # data-parallel calibration: sums over every process's batches
     return [g.t() if isinstance(m, Conv1D) else g for g, m in zip(grads, modules, strict=True)]

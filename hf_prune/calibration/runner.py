@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from hf_prune.arch import StackSpec, get_arch, get_layers
+from hf_prune.calibration.distributed import all_reduce_collectors
 from hf_prune.calibration.stats import StatCollector, attach
 from hf_prune.utils import show_progress
 
@@ -141,7 +142,10 @@ def run_sequential(
                 for h in handles:
                     h.remove()
             if on_block is not None:
-                on_block(idx, block, {name: col for name, (_, col) in named.items()})
+                stats = {name: col for name, (_, col) in named.items()}
+                # Data-parallel calibration: every process sees the whole set's statistics.
+                all_reduce_collectors(stats)
+                on_block(idx, block, stats)
             if second_pass:
                 with torch.no_grad():
                     for j, (a, k) in enumerate(inputs):

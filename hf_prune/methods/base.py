@@ -53,7 +53,10 @@ class PruneContext:
                 raise ValueError(
                     f"Method {method!r} needs a tokenizer to prepare calibration text: pass tokenizer=."
                 )
-            self.batches = build_calibration_batches(self.calibration, self.tokenizer)
+            from hf_prune.calibration.distributed import shard_batches
+
+            # Under accelerate launch each process calibrates on its share (statistics are summed).
+            self.batches = shard_batches(build_calibration_batches(self.calibration, self.tokenizer))
         return self.batches
 
 
