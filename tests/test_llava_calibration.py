@@ -257,3 +257,29 @@ def test_bad_image_text_inputs(llava, tmp_path):
         ValueError, match="needs a processor \\(got None\\).*AutoPrunedModelForImageTextToText"
     ):
         hf_prune.prune(model, StructuredWandaConfig(sparsity=0.5), calibration=calib, progress=False)
+
+
+def test_vision_tower_width_pruning_keeps_the_feature_layer(llava, tmp_path):
+    # Width pruning of the vision tower's MLP (named explicitly) with image-text calibration: the
+    # tower keeps its depth, so vision_feature_layer still selects the same layer.
+    dense = T.AutoModelForImageTextToText.from_pretrained(llava["dense"]).eval()
+    cfg = StructuredWandaConfig(sparsity=0.5, scope="mlp", target_modules=[r".*vision_tower.*mlp\.fc1"])
+    pm = AutoPrunedModelForImageTextToText.from_pretrained(
+        llava["dense"],
+        pruning_config=cfg,
+        calibration=CalibrationConfig(dataset=str(llava["data"]), nsamples=8, seqlen=16),
+        progress=False,
+    )
+    tower = pm.base_model.model.vision_tower.encoder.layers
+    assert [layer.mlp.fc1.out_features for layer in tower] == [24, 24]
+    lm = pm.base_model.model.language_model.layers
+    assert [layer.mlp.up_proj.out_features for layer in lm] == [48, 48]  # language model untouched
+    assert pm.base_model.config.vision_feature_layer == dense.config.vision_feature_layer == -1
+    assert len(tower) == len(dense.model.vision_tower.encoder.layers)
+    out = pm.save_pretrained(tmp_path / "vision-pruned")
+    again = AutoPrunedModelForImageTextToText.from_pretrained(out).eval()
+    batch = build_calibration_batches(
+        CalibrationConfig(dataset=str(llava["data"]), nsamples=1, seqlen=16), llava["processor"]
+    )[0]
+    with torch.no_grad():
+        torch.testing.assert_close(again(**batch).logits, pm(**batch).logits, atol=1e-5, rtol=1e-5)
