@@ -24,18 +24,7 @@ from transformers import AutoProcessor
 
 from benchmarks.common import print_table, write_results
 from hf_prune import CalibrationConfig, PruningConfig, prune, zoo
-from hf_prune.zoo.build_llava import CAPTIONS, caption_accuracy, shape_dataset
-
-
-def image_text_folder(count: int, seed: int, root: Path) -> Path:
-    """Render ``count`` captioned shapes into ``root`` (PNG files + captions.jsonl)."""
-    root.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i, (image, caption) in enumerate(shape_dataset(count, seed=seed)):
-        image.save(root / f"{i}.png")
-        lines.append(json.dumps({"image": f"{i}.png", "text": CAPTIONS[caption]}))
-    (root / "captions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root
+from hf_prune.zoo.build_llava import CAPTIONS, caption_accuracy, shape_dataset, write_shape_captions
 
 
 def main() -> None:
@@ -65,7 +54,7 @@ def main() -> None:
             for seed in seeds:
                 calib = None
                 if calibration != "none":
-                    root = image_text_folder(args.nsamples, 50_000 + seed, Path(tmp) / f"calib{seed}")
+                    root = write_shape_captions(Path(tmp) / f"calib{seed}", args.nsamples, 50_000 + seed)
                     if calibration == "image-text":
                         calib = CalibrationConfig(
                             dataset=str(root), nsamples=args.nsamples, seqlen=32, seed=seed

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 from pathlib import Path
 
 import torch
@@ -22,18 +21,7 @@ from accelerate import PartialState
 from transformers import AutoProcessor
 
 from hf_prune import CalibrationConfig, PruningConfig, prune, zoo
-from hf_prune.zoo.build_llava import CAPTIONS, caption_accuracy, shape_dataset
-
-
-def write_calibration(folder: Path, count: int, seed: int) -> Path:
-    """Render ``count`` captioned shapes as PNG files + captions.jsonl (identical on every process)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, (image, caption) in enumerate(shape_dataset(count, seed=seed)):
-        image.save(folder / f"{i}.png")
-        rows.append(json.dumps({"image": f"{i}.png", "text": CAPTIONS[caption]}))
-    (folder / "captions.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return folder
+from hf_prune.zoo.build_llava import CAPTIONS, caption_accuracy, shape_dataset, write_shape_captions
 
 
 def main() -> None:
@@ -50,7 +38,7 @@ def main() -> None:
     out = Path(args.output)
     calib_dir = out / "calibration"
     if state.is_main_process:
-        write_calibration(calib_dir, args.nsamples, seed=123)
+        write_shape_captions(calib_dir, args.nsamples, seed=123)
     state.wait_for_everyone()
 
     model, _ = zoo.load_zoo_model("llava-tiny")

@@ -100,6 +100,32 @@ def shape_dataset(count: int, seed: int, size: int = 32) -> list[tuple[Image.Ima
     return items
 
 
+def write_shape_captions(folder: str | Path, count: int, seed: int) -> Path:
+    """Render ``count`` captioned shapes into ``folder`` as PNG files plus ``captions.jsonl``.
+
+    The layout ``CalibrationConfig(dataset=folder)`` reads as image-text calibration data (rows
+    ``{"image": "<i>.png", "text": caption}``).
+
+    Args:
+        folder: Destination folder (created if missing).
+        count: Number of images.
+        seed: Seed of :func:`shape_dataset`.
+
+    Returns:
+        The folder.
+    """
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (image, caption) in enumerate(shape_dataset(count, seed=seed)):
+        image.save(folder / f"{i}.png")
+        rows.append(json.dumps({"image": f"{i}.png", "text": CAPTIONS[caption]}))
+    (folder / "captions.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
 def make_processor(tokenizer: PreTrainedTokenizerFast, vision: CLIPVisionConfig) -> LlavaProcessor:
     """Build the LLaVA processor (PIL CLIP image processor + the zoo tokenizer).
 
