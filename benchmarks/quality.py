@@ -5,7 +5,11 @@ SparseGPT at 50/60/70% unstructured sparsity, and at 70% the uniform vs AlphaPru
 for magnitude and Wanda. Calibrated methods run over several calibration seeds (same held-out windows
 for every row), so the noise band is visible. Prints a Markdown table and writes JSON.
 
-Run: ``python -m benchmarks.quality [--models llama-gqa-small opt-small] [--seeds 5]``
+The depth part (:mod:`benchmarks.depth_quality`) removes 1 and 2 blocks with every depth strategy and
+compares each against random removal and the exhaustive optimum in the same run.
+
+Run: ``python -m benchmarks.quality [--models llama-gqa-small opt-small] [--seeds 5]
+[--parts unstructured depth]``
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import print_table, write_results
+from benchmarks.depth_quality import closest, run_depth
 from hf_prune import (
     AlphaAllocation,
     CalibrationConfig,
@@ -140,6 +145,10 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return checks
 
 
+DEPTH_COLUMNS = ["model", "removed_n", "strategy", "removed", "ppl", "vs_dense", "vs_optimum", "rank", "of"]
+DEPTH_COLUMNS += ["speedup"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", nargs="+", default=["llama-gqa-small", "opt-small"])
@@ -150,20 +159,41 @@ def main() -> None:
     parser.add_argument("--seqlen", type=int, default=256)
     parser.add_argument("--eval-windows", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parts = ["unstructured", "depth"]
+    parser.add_argument("--parts", nargs="+", choices=parts, default=parts)
+    parser.add_argument("--depth-counts", type=int, nargs="+", default=[1, 2], help="blocks removed")
+    parser.add_argument("--random-draws", type=int, default=7)
+    parser.add_argument("--heal-steps", type=int, default=100, help="LoRA steps per iterative round")
+    parser.add_argument("--repeats", type=int, default=10, help="timed passes per model (speedup)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path("benchmarks/results")
     out.mkdir(parents=True, exist_ok=True)
     calib_file = zoo.write_split_text("calibration", out / "zoo_calibration.txt")
-    rows: list[dict[str, Any]] = []
-    for name in args.models:
-        rows.extend(run_model(name, args, calib_file))
-    print_table(
-        rows, ["model", "method", "allocation", "sparsity", "seeds", "ppl_mean", "ppl_std", "seconds"]
-    )
-    checks = targets(rows)
-    print_table(checks, ["model", "check", "value", "met"])
-    write_results("quality", {"args": vars(args), "rows": rows, "targets": checks})
+    payload: dict[str, Any] = {"args": vars(args)}
+    if "unstructured" in args.parts:
+        rows: list[dict[str, Any]] = []
+        for name in args.models:
+            rows.extend(run_model(name, args, calib_file))
+        print_table(
+            rows, ["model", "method", "allocation", "sparsity", "seeds", "ppl_mean", "ppl_std", "seconds"]
+        )
+        checks = targets(rows)
+        print_table(checks, ["model", "check", "value", "met"])
+        payload.update(rows=rows, targets=checks)
+    if "depth" in args.parts:
+        depth_rows: list[dict[str, Any]] = []
+        for name in args.models:
+            depth_rows.extend(run_depth(name, args, calib_file))
+        print_table(
+            depth_rows,
+            DEPTH_COLUMNS,
+        )
+        summary = closest(depth_rows)
+        print_table(summary, ["model", "removed_n", "closest", "ppl", "optimum", "gap"])
+        payload.update(depth_rows=depth_rows, depth_closest=summary)
+    name = "quality" if set(args.parts) == {"unstructured", "depth"} else "quality_" + "_".join(args.parts)
+    write_results(name, payload)
 
 
 if __name__ == "__main__":

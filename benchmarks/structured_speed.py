@@ -1,9 +1,11 @@
-"""Speed of structured (width) pruning: measured forward latency vs the FLOP-proportional ideal.
+"""Speed of structured (width and depth) pruning: measured forward latency vs the FLOP-proportional ideal.
 
 A Llama of ~125M parameters (hidden 768, 12 layers, 12 query / 4 KV heads, MLP 2048, vocab 32000;
 random weights: latency does not depend on their values) is pruned with ``StructuredMagnitudeConfig``
 at 25% and 50% of MLP neurons and at 25% of query heads (uniform, so plain ``transformers`` loads the
-result). Each pruned model is timed against the dense one with interleaved runs
+result), and with ``BlockInfluenceConfig`` removing 25% and 50% of the blocks (the first and last two
+protected; which blocks go does not change the latency). Each pruned model is timed against the
+dense one with interleaved runs
 (``PrunedModel.measure_speed``), its FLOPs counted with ``torch``'s ``FlopCounterMode``; the ideal
 speedup is dense FLOPs / pruned FLOPs. One of the pruned checkpoints is saved so the card's "Measured
 speed" section can be read.
@@ -22,7 +24,19 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from benchmarks.common import RESULTS, print_table, write_results
-from hf_prune import StructuredMagnitudeConfig, prune
+from hf_prune import BlockInfluenceConfig, CalibrationConfig, StructuredMagnitudeConfig, prune
+
+
+class _ByteTokenizer:
+    """Bytes as token ids: enough to calibrate a random-weight model (scores do not matter here)."""
+
+    def __call__(self, text: str, return_tensors: str | None = None, add_special_tokens: bool = False) -> Any:
+        return {"input_ids": torch.tensor([[3 + b for b in text.encode()]])}
+
+
+CALIB = CalibrationConfig(
+    dataset=[f"speed calibration text {i} " * 20 for i in range(8)], nsamples=4, seqlen=64
+)
 
 
 def main() -> None:
@@ -57,10 +71,14 @@ def main() -> None:
         ("MLP neurons 25%", StructuredMagnitudeConfig(sparsity=0.25, scope="mlp", round_to=64)),
         ("MLP neurons 50%", StructuredMagnitudeConfig(sparsity=0.5, scope="mlp", round_to=64)),
         ("query heads 25%", StructuredMagnitudeConfig(sparsity=0.25, scope="attention")),
+        ("blocks 25%", BlockInfluenceConfig(ratio=0.25)),
+        ("blocks 50%", BlockInfluenceConfig(ratio=0.5)),
     ]
     rows: list[dict[str, Any]] = []
     for name, cfg in cases:
-        pruned = prune(copy.deepcopy(dense), cfg, progress=False)
+        pruned = prune(
+            copy.deepcopy(dense), cfg, calibration=CALIB, tokenizer=_ByteTokenizer(), progress=False
+        )
         speed = pruned.measure_speed(
             dense, batch_size=args.batch_size, seqlen=args.seqlen, repeats=args.repeats
         )
@@ -81,8 +99,9 @@ def main() -> None:
             f"{speed['speedup']:.2f}x (ideal {speed['ideal_speedup']:.2f}x)",
             flush=True,
         )
-        if name == "MLP neurons 50%":
-            folder = pruned.save_pretrained(Path(RESULTS) / "structured_speed_mlp50")
+        if name in ("MLP neurons 50%", "blocks 25%"):
+            tag = "mlp50" if name.startswith("MLP") else "depth25"
+            folder = pruned.save_pretrained(Path(RESULTS) / f"structured_speed_{tag}")
             print(f"saved {folder} (see its README.md, 'Measured speed')")
         del pruned
     print_table(

@@ -19,9 +19,14 @@ from hf_prune.integration.auto import (
 )
 from hf_prune.integration.pruned_model import PrunedModel
 from hf_prune.methods import (
+    AblationDepthConfig,
+    ActivationVarianceConfig,
     AFRConfig,
     AlphaAllocation,
+    AngularDepthConfig,
+    BlockInfluenceConfig,
     CustomConfig,
+    IterativeDepthConfig,
     MagnitudeConfig,
     OWLAllocation,
     ReferSVDConfig,
@@ -35,19 +40,25 @@ from hf_prune.methods import (
     WandaConfig,
 )
 from hf_prune.pipeline import prune
+from hf_prune.postprocess import heal
 from hf_prune.report import LayerReport, PruningReport
 from hf_prune.version import __version__
 
 __all__ = [
     "AFRConfig",
+    "AblationDepthConfig",
+    "ActivationVarianceConfig",
     "AlphaAllocation",
+    "AngularDepthConfig",
     "AutoPrunedModel",
     "AutoPrunedModelForCausalLM",
     "AutoPrunedModelForImageClassification",
     "AutoPrunedModelForImageTextToText",
     "AutoPrunedModelForSequenceClassification",
+    "BlockInfluenceConfig",
     "CalibrationConfig",
     "CustomConfig",
+    "IterativeDepthConfig",
     "LayerReport",
     "MagnitudeConfig",
     "OWLAllocation",
@@ -64,5 +75,6 @@ __all__ = [
     "StructuredWandaConfig",
     "WandaConfig",
     "__version__",
+    "heal",
     "prune",
 ]

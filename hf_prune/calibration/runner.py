@@ -150,3 +150,45 @@ def run_sequential(
                 with torch.no_grad():
                     for j, (a, k) in enumerate(inputs):
                         inputs[j] = _with_hidden(a, k, _hidden(block(*a, **k)))
+
+
+BlockIOCallback = Callable[[int, int, torch.Tensor, torch.Tensor, "torch.Tensor | None"], None]
+
+
+def run_block_io(
+    model: PreTrainedModel,
+    batches: list[dict[str, torch.Tensor]],
+    on_io: BlockIOCallback,
+    *,
+    stack: str | None = None,
+    progress: bool = True,
+) -> None:
+    """Run one stack block by block and hand every block's input and output hidden states to ``on_io``.
+
+    Depth scorers (angular distance, block influence, activation variance) need the residual stream on
+    both sides of each block; like :func:`run_sequential`, only one block's activations are alive at a
+    time, and the model is not changed.
+
+    Args:
+        model: The model.
+        batches: Calibration inputs.
+        on_io: ``f(block_idx, batch_idx, hidden_in, hidden_out, attention_mask)``; the attention mask is
+            the batch's 2-D padding mask (``None`` when the batch has none).
+        stack: Stack name (default: the family's main stack, the last one).
+        progress: Show a progress bar (only on a terminal).
+    """
+    arch = get_arch(model)
+    spec = arch.stack(stack) if stack else arch.stacks[-1]
+    with torch.no_grad():
+        inputs = capture_block_inputs(model, spec, batches)
+        layers = get_layers(model, spec)
+        masks = [b.get("attention_mask") if b.get("attention_mask") is not None else None for b in batches]
+        bar = tqdm(range(len(layers)), desc=f"score {spec.name} blocks", disable=not show_progress(progress))
+        for idx in bar:
+            block = layers[idx]
+            for j, (a, k) in enumerate(inputs):
+                hidden_in = a[0] if a else k["hidden_states"]
+                out = _hidden(block(*a, **k))
+                mask = masks[j]
+                on_io(idx, j, hidden_in, out, None if mask is None or mask.dim() != 2 else mask)
+                inputs[j] = _with_hidden(a, k, out)

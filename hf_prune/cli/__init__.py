@@ -6,13 +6,14 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from hf_prune.cli import card, demo, layers, lm_eval_cmd, prune_cmd, zoo
+from hf_prune.cli import card, demo, depth_cmd, layers, lm_eval_cmd, prune_cmd, zoo
 from hf_prune.cli import eval as eval_cmd
 from hf_prune.version import __version__
 
 #: Each entry adds one sub-command to the parser (``add_parser(subparsers)``).
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     prune_cmd.add_parser,
+    depth_cmd.add_parser,
     demo.add_parser,
     zoo.add_parser,
     layers.add_parser,

@@ -491,6 +491,47 @@ def structure_table(structure: Mapping[str, Any], removed: Mapping[str, list[int
     )
 
 
+def depth_scores_table(report: PruningReport) -> str:
+    """Table of every block's depth-pruning score (original numbering) and which blocks were removed.
+
+    The iterative pruner gets one score column per round.
+
+    Args:
+        report: The pruning report (``report.extra["depth"]`` written by the depth methods).
+
+    Returns:
+        A Markdown table, or ``""`` when no depth method ran.
+    """
+    depth = (report.extra or {}).get("depth")
+    if not isinstance(depth, Mapping) or not depth.get("scores"):
+        return ""
+    rounds = depth.get("rounds") or []
+    blocks = sorted({int(k) for r in rounds for k in r.get("scores", {})} | {int(k) for k in depth["scores"]})
+    removed = set(depth.get("removed") or [])
+    headers = ["block", "removed"]
+    if rounds:
+        headers += [f"round {r.get('round', i + 1)} score" for i, r in enumerate(rounds)]
+    else:
+        headers += ["score"]
+    body = []
+    for b in blocks:
+        cells: list[Any] = [b, "yes" if b in removed else ""]
+        if rounds:
+            cells += [r.get("scores", {}).get(str(b)) for r in rounds]
+        else:
+            cells.append(depth["scores"].get(str(b)))
+        body.append(cells)
+    table = markdown_table(headers, body, ["r", "l"] + ["r"] * (len(headers) - 2))
+    strategy = depth.get("criterion") or depth.get("strategy")
+    note = f"Scores: `{strategy}` (lower = less important)"
+    selection = depth.get("selection") or {}
+    if selection:
+        note += "; selection: " + ", ".join(f"{k}={v}" for k, v in selection.items())
+    if depth.get("heal_steps"):
+        note += f"; healed {depth['heal_steps']} LoRA steps after each removal"
+    return table + "\n\n" + note + "."
+
+
 def _kinds(report: PruningReport) -> list[str]:
     kinds = []
     if any(r.kind == "linear" for r in report.layers):
@@ -688,6 +729,7 @@ def render_card(
         speed_note=speed_note,
         removed_layers=[(s, i) for s, i in sorted((report.removed_layers or {}).items()) if i],
         structure_table=structure_table(structure, report.removed_layers or {}),
+        depth_table=depth_scores_table(report),
         linear_table=linear_layer_table(report),
         structural_table=structural_layer_table(report),
         assignments_table=assignments_table(report.assignments),

@@ -133,8 +133,13 @@ class PrunedModel(nn.Module):
         return arch.stack(stack)
 
     def _origins(self, spec: StackSpec) -> list[int]:
-        n = len(get_layers(self.base_model, spec))
-        return self._origin.setdefault(spec.name, list(range(n)))
+        if spec.name not in self._origin:
+            # A reloaded checkpoint knows its removed blocks only from the report: the kept blocks are
+            # the original positions that were not removed.
+            n = len(get_layers(self.base_model, spec))
+            removed = set(self.report.removed_layers.get(spec.name, []))
+            self._origin[spec.name] = [i for i in range(n + len(removed)) if i not in removed]
+        return self._origin[spec.name]
 
     def remove_layers(self, indices: Sequence[int], stack: str | None = None) -> list[int]:
         """Remove blocks at current positions ``indices`` and record their original numbers.
@@ -373,6 +378,52 @@ class PrunedModel(nn.Module):
             commit_message=commit_message,
             commit_description=commit_description,
             create_pr=create_pr,
+        )
+
+    def export_mergekit_yaml(
+        self,
+        path: str | os.PathLike[str],
+        base_model: str | os.PathLike[str] | None = None,
+        *,
+        dtype: str | torch.dtype | None = None,
+        stack: str | None = None,
+    ) -> Path:
+        """Write a mergekit ``passthrough`` YAML that rebuilds this depth-pruned model from its base.
+
+        One slice per run of consecutive kept blocks, numbered as in the base model; run it with
+        ``mergekit-yaml <path> <out>``. Only depth pruning of a causal decoder LM that mergekit defines
+        can be exported (see :mod:`hf_prune.integration.export.mergekit`).
+
+        Args:
+            path: Destination YAML file (written atomically).
+            base_model: Hub id or local folder of the unpruned base model. Default: the model this one
+                was pruned from (``config._name_or_path`` when it was wrapped, or the ``base_model``
+                recorded in a reloaded checkpoint's ``pruning_config.json``).
+            dtype: mergekit ``dtype``; default: the model's dtype (``float32``, ``bfloat16``, ...).
+            stack: Stack name (default: the main decoder stack).
+
+        Returns:
+            The path written.
+
+        Raises:
+            ValueError: For an unsupported architecture, width or unstructured pruning, healing, or an
+                unknown base model.
+        """
+        from hf_prune.integration.export.mergekit import export_pruned_yaml
+
+        spec = self._stack(stack)
+        return export_pruned_yaml(
+            path,
+            base_model=base_model or self.base_model_name or getattr(self.config, "_name_or_path", ""),
+            architecture=type(self.base_model).__name__,
+            model_type=getattr(self.config, "model_type", None),
+            num_current=len(get_layers(self.base_model, spec)),
+            removed=self.report.removed_layers.get(spec.name, []),
+            origin=self._origin.get(spec.name),
+            layer_rows=[(r.name, r.kind) for r in self.report.layers],
+            masked=len(mask_ops.masked_modules(self.base_model)),
+            extra=self.report.extra,
+            dtype=dtype if dtype is not None else self.base_model.dtype,
         )
 
     def extra_repr(self) -> str:

@@ -5,6 +5,15 @@ from __future__ import annotations
 from hf_prune.config import PruningConfig, register_config
 from hf_prune.methods.base import MethodEntry, PruneContext, Runner, SparsityConfig
 from hf_prune.methods.custom import CustomConfig, run_custom
+from hf_prune.methods.depth import (
+    AblationDepthConfig,
+    ActivationVarianceConfig,
+    AngularDepthConfig,
+    BlockInfluenceConfig,
+    DepthConfig,
+    IterativeDepthConfig,
+    run_depth,
+)
 from hf_prune.methods.first_order import AFRConfig, ReferSVDConfig, SNIPConfig
 from hf_prune.methods.magnitude import MagnitudeConfig
 from hf_prune.methods.sparsegpt import SparseGPTConfig
@@ -49,12 +58,23 @@ register_method(StructuredWandaConfig, run_structured)
 register_method(StructuredSNIPConfig, run_structured)
 register_method(StructuredReferSVDConfig, run_structured)
 register_method(StructuredAFRConfig, run_structured)
+register_method(AngularDepthConfig, run_depth)
+register_method(BlockInfluenceConfig, run_depth)
+register_method(AblationDepthConfig, run_depth)
+register_method(ActivationVarianceConfig, run_depth)
+register_method(IterativeDepthConfig, run_depth)
 
 __all__ = [
     "METHODS",
     "AFRConfig",
+    "AblationDepthConfig",
+    "ActivationVarianceConfig",
     "AlphaAllocation",
+    "AngularDepthConfig",
+    "BlockInfluenceConfig",
     "CustomConfig",
+    "DepthConfig",
+    "IterativeDepthConfig",
     "MagnitudeConfig",
     "MethodEntry",
     "OWLAllocation",

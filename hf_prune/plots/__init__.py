@@ -4,6 +4,7 @@ A thin re-export file: each topic lives in its own module (``layer_selection``, 
 functions here.
 """
 
+from hf_prune.plots.depth import depth_scores, plot_activation_comparison, plot_score_trajectory
 from hf_prune.plots.eval import (
     activation_norms,
     plot_activation_norms,
@@ -23,6 +24,8 @@ from hf_prune.plots.report import plot_layer_sparsity, plot_quality_vs_sparsity
 
 __all__ = [
     "activation_norms",
+    "depth_scores",
+    "plot_activation_comparison",
     "plot_activation_norms",
     "plot_assignments",
     "plot_benchmark_comparison",
@@ -32,6 +35,7 @@ __all__ = [
     "plot_layer_sparsity",
     "plot_pruning_ratios",
     "plot_quality_vs_sparsity",
+    "plot_score_trajectory",
     "plot_semantic_drift",
     "plot_strategy_comparison",
     "report_layer_scores",

@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 from torch import nn
 from transformers import PreTrainedModel
 
 from hf_prune.arch import StackSpec, get_layers, get_stack_config, get_submodule
+
+
+@contextlib.contextmanager
+def only_layers(model: PreTrainedModel, stack: StackSpec, positions: Sequence[int]) -> Iterator[None]:
+    """Temporarily run ``stack`` with only the blocks at ``positions`` (for scoring removals).
+
+    Nothing else changes: ``layer_idx`` and the config keep their values, so run the model without a
+    KV cache inside. The original block list is restored on exit, also after an error.
+
+    Args:
+        model: The model.
+        stack: The stack spec.
+        positions: Block positions to keep, in order.
+    """
+    layers = get_layers(model, stack)
+    parent_path, _, attr = stack.layers_path.rpartition(".")
+    parent = get_submodule(getattr(model, "base_model", model), parent_path)
+    original = getattr(parent, attr)
+    setattr(parent, attr, nn.ModuleList([layers[i] for i in positions]))
+    try:
+        yield
+    finally:
+        setattr(parent, attr, original)
 
 
 def remove_layers(model: PreTrainedModel, stack: StackSpec, indices: Sequence[int]) -> list[int]:
