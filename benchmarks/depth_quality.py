@@ -43,7 +43,7 @@ from hf_prune.evaluation import perplexity
 OPEN = {"protect_first": 0, "protect_last": 0}
 
 
-def strategies(n: int, heal_steps: int) -> list[tuple[str, Any]]:
+def strategies(n: int, heal_steps: int, heal_lr: float) -> list[tuple[str, Any]]:
     return [
         ("angular (contiguous)", AngularDepthConfig(num_layers=n, **OPEN)),
         ("block influence", BlockInfluenceConfig(num_layers=n, **OPEN)),
@@ -51,7 +51,10 @@ def strategies(n: int, heal_steps: int) -> list[tuple[str, Any]]:
         ("AVSS (update)", ActivationVarianceConfig(num_layers=n, **OPEN)),
         ("AVSS (output)", ActivationVarianceConfig(num_layers=n, activations="output", **OPEN)),
         ("iterative", IterativeDepthConfig(num_layers=n, **OPEN)),
-        (f"iterative + heal {heal_steps}", IterativeDepthConfig(num_layers=n, heal_steps=heal_steps, **OPEN)),
+        (
+            f"iterative + heal {heal_steps}",
+            IterativeDepthConfig(num_layers=n, heal_steps=heal_steps, heal_lr=heal_lr, **OPEN),
+        ),
     ]
 
 
@@ -99,7 +102,7 @@ def run_depth(name: str, args: argparse.Namespace, calib_file: Path) -> list[dic
                 draws=draws,
             )
         )
-        for label, cfg in strategies(n, args.heal_steps):
+        for label, cfg in strategies(n, args.heal_steps, args.heal_lr):
             t0 = time.perf_counter()
             pm = prune(copy.deepcopy(dense), cfg, calibration=calib, tokenizer=tok, progress=False)
             seconds = time.perf_counter() - t0

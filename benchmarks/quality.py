@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--depth-counts", type=int, nargs="+", default=[1, 2], help="blocks removed")
     parser.add_argument("--random-draws", type=int, default=7)
     parser.add_argument("--heal-steps", type=int, default=100, help="LoRA steps per iterative round")
+    parser.add_argument("--heal-lr", type=float, default=3e-4, help="LoRA learning rate when healing")
     parser.add_argument("--repeats", type=int, default=10, help="timed passes per model (speedup)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -13,6 +13,7 @@ scores are kept in ``report.extra["depth"]`` and shown in the model card.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -286,7 +287,7 @@ class IterativeDepthConfig(DepthConfig):
         default="ablation", metadata={"help": "ablation | angular | influence | variance."}
     )
     heal_steps: int = field(default=0, metadata={"help": "LoRA healing steps after each removal."})
-    heal_lr: float = field(default=1e-4, metadata={"help": "Healing learning rate."})
+    heal_lr: float = field(default=2e-4, metadata={"help": "Healing learning rate (LoRA)."})
     heal_lora_r: int = field(default=8, metadata={"help": "Healing LoRA rank."})
 
     def __post_init__(self) -> None:
@@ -490,15 +491,20 @@ def _heal_round(config: IterativeDepthConfig, ctx: PruneContext) -> dict[str, An
         )
     pruned = _pruned(ctx)
     before = dict(pruned.report.extra.get("healing", {}))
+    # Heal on fresh windows of the calibration text (same dataset, columns and seed), enough for every
+    # step: cycling the few scoring windows for hundreds of steps overfits them and hurts held-out text.
+    batch = 4
+    data = dataclasses.replace(
+        ctx.calibration, nsamples=max(ctx.calibration.nsamples, config.heal_steps * batch)
+    )
     heal(
         pruned,
-        ctx.calibration,
+        data,
         tokenizer=ctx.tokenizer,
         steps=config.heal_steps,
         lr=config.heal_lr,
         lora_r=config.heal_lora_r,
-        seqlen=ctx.calibration.seqlen,
-        seed=ctx.calibration.seed,
+        batch_size=batch,
         progress=ctx.progress,
     )
     info = pruned.report.extra.pop("healing", {})
