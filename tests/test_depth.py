@@ -454,3 +454,30 @@ def test_depth_cli_end_to_end(tmp_path, capsys):
         == 2
     )
     assert "num_layers=6 must be smaller" in capsys.readouterr().err
+
+
+def test_depth_plots(tmp_path):
+    from hf_prune.plots import (
+        depth_scores,
+        plot_activation_comparison,
+        plot_layer_importance,
+        plot_score_trajectory,
+    )
+
+    model, fam = make_model("llama")
+    dense = copy.deepcopy(model)
+    pm = _prune(model, IterativeDepthConfig(num_layers=2, **OPEN))
+    fig = plot_score_trajectory(pm.report, save_path=tmp_path / "traj.png")
+    assert (tmp_path / "traj.png").stat().st_size > 0
+    assert len(fig.axes[0].lines) == 4  # one line per original block
+    fig = plot_activation_comparison(dense, pm, fam.inputs, save_path=tmp_path / "act.png")
+    top = fig.axes[0]
+    # The pruned line has a gap (NaN) exactly at the removed blocks.
+    ys = top.lines[1].get_ydata()
+    assert [i for i, y in enumerate(ys) if y != y] == pm.report.removed_layers["decoder"]
+    fig = plot_layer_importance({"iterative": depth_scores(pm.report)}, save_path=tmp_path / "imp.png")
+    assert (tmp_path / "imp.png").is_file()
+    with pytest.raises(ValueError, match="no depth record"):
+        depth_scores(_prune(copy.deepcopy(dense), CustomConfig()).report)
+    with pytest.raises(ValueError, match="No iterative rounds"):
+        plot_score_trajectory(_prune(copy.deepcopy(dense), BlockInfluenceConfig(num_layers=1, **OPEN)).report)
