@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from hf_prune.cli import card, demo, depth_cmd, layers, lm_eval_cmd, prune_cmd, zoo
+from hf_prune.cli import card, demo, depth_cmd, layers, lm_eval_cmd, lut_cmd, prune_cmd, zoo
 from hf_prune.cli import eval as eval_cmd
 from hf_prune.version import __version__
 
@@ -14,6 +14,7 @@ from hf_prune.version import __version__
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     prune_cmd.add_parser,
     depth_cmd.add_parser,
+    lut_cmd.add_parser,
     demo.add_parser,
     zoo.add_parser,
     layers.add_parser,
