@@ -220,6 +220,27 @@ def test_latency_search_never_below_published(config, seeds):
                 assert ours >= mask_objective(head, neuron, ph, pn) * (1 - REL), (seed, constraint, faithful)
 
 
+def test_latency_search_beats_published_when_base_order_misleads():
+    # Layers 0-1: many equally useful neurons; layers 2-3: a slightly better flat part (base), useless rest.
+    # The published search drops MLP layers in order of base importance (0 and 1 first), but with room
+    # for two MLP layers plus extras the best pair is {0, 1}, which is not one of its nested sets.
+    config = bert(4, 2, 32, 8)
+    importance = torch.ones(4, 32)
+    importance[2:, :8], importance[2:, 8:] = 1.2, 0.01
+    neuron, head = importance.sqrt().unsqueeze(0), torch.ones(1, 4, 2)
+    mha, ffn = [0.0, 0.1, 0.1], [0.0] + [1.0] * 8 + [1.0 + 0.05 * j for j in range(1, 25)]
+    assert fit_piecewise_linear(ffn) == (8, pytest.approx(0.05), pytest.approx(1.0))
+    for exact_max_layers in (10, 0):  # enumeration and the local search both find it
+        hm, nm = search_latency(config, head, neuron, 0.5, mha, ffn, exact_max_layers=exact_max_layers)
+        assert (nm != 0).sum(1).tolist() == [32, 32, 0, 0]
+        assert mask_objective(head, neuron, hm, nm) == pytest.approx(64 + 4)  # 64 neurons, 2 attention layers
+    fixed = mask_objective(
+        head, neuron, *published_greedy_latency(config, head, neuron, 0.5, mha, ffn, faithful=False)
+    )
+    faithful = mask_objective(head, neuron, *published_greedy_latency(config, head, neuron, 0.5, mha, ffn))
+    assert fixed == pytest.approx(59.2, rel=1e-6) and faithful == pytest.approx(47.2, rel=1e-6)
+
+
 def test_latency_local_search_matches_enumeration_when_forced():
     # 8 layers: the default enumerates all 256 MLP layer sets; exact_max_layers=0 forces the local search.
     config = bert(8, 4, 64, 32)

@@ -22,7 +22,7 @@ import torch
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from hf_prune.calibration.fisher import RescaleSystem, collect_rescale_systems, mask_targets
+from hf_prune.calibration.fisher import MaskTarget, RescaleSystem, collect_rescale_systems, mask_targets
 
 __all__ = [
     "LSMR_BACKENDS",
@@ -284,7 +284,7 @@ def fold_masks(
                 )
 
 
-def _unit(target: Any, head_unit: str) -> int:
+def _unit(target: MaskTarget, head_unit: str) -> int:
     g = target.geometry
     if head_unit not in ("query", "kv_group"):
         raise ValueError(f"head_unit must be 'query' or 'kv_group', got {head_unit!r}.")

@@ -586,7 +586,11 @@ class PiecewiseLinearLatency:
     zero: float = 0.0
 
     def __call__(self, count: int) -> float:
-        """Return the modelled latency for ``count`` kept units."""
+        """Return the modelled latency for ``count`` kept units.
+
+        Args:
+            count: Number of units kept in the sub-block (0 = removed).
+        """
         if count <= 0:
             return self.zero
         return self.intercept + self.slope * max(0, count - self.threshold)
