@@ -34,6 +34,10 @@ BENCHMARKS = {
         "benchmarks.llava_quality",
         "llava-tiny caption ranking after 30% MLP pruning: image-text vs text-only calibration vs magnitude",
     ),
+    "fisher_quality": (
+        "benchmarks.fisher_quality",
+        "Fisher mask search on bert-small-cls (accuracy at 60/50/40% MAC, ablation, latency LUT) and Llama",
+    ),
     "structured_speed": (
         "benchmarks.structured_speed",
         "forward latency of width-pruned Llama (125M) vs dense and vs the FLOP-proportional ideal",

@@ -336,6 +336,13 @@ class CalibrationConfig:
             in a ``datasets.Dataset`` a PIL image. Default ``None``: ``"image"`` is used when the data
             has that column (or the folder holds a ``captions.jsonl``); setting it forces image-text
             mode and a missing column is an error.
+        text_pair_column: Column with the second text of sentence-pair classification data (MRPC,
+            QNLI ...), encoded as ``(text, text_pair)``; needs ``label_column``.
+        label_column: Column with integer class labels (float values for regression). Setting it
+            makes :func:`hf_prune.calibration.data.build_calibration_batches` return classification
+            batches: the first ``nsamples`` rows of the seeded shuffle of a ``datasets.Dataset`` or a
+            local CSV / JSON / JSONL / parquet file, padded / truncated to ``seqlen`` tokens, with
+            ``labels``. Task-loss methods (``FisherMaskConfig`` on a classifier) need it.
     """
 
     dataset: Any = field(default="wikitext2", metadata={"help": "Name, local path, Dataset or list of str."})
@@ -348,6 +355,12 @@ class CalibrationConfig:
     image_column: str | None = field(
         default=None, metadata={"help": "Image column of image-text data (default: 'image' when present)."}
     )
+    text_pair_column: str | None = field(
+        default=None, metadata={"help": "Second-text column of sentence-pair classification data."}
+    )
+    label_column: str | None = field(
+        default=None, metadata={"help": "Label column: makes labelled classification batches."}
+    )
 
     def __post_init__(self) -> None:
         check_range("nsamples", self.nsamples, 1, integer=True)
@@ -356,7 +369,7 @@ class CalibrationConfig:
         check_range("batch_size", self.batch_size, 1, integer=True)
         if isinstance(self.dataset, os.PathLike):
             self.dataset = os.fspath(self.dataset)
-        for name in ("text_column", "image_column"):
+        for name in ("text_column", "image_column", "text_pair_column", "label_column"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"{name} must be a non-empty column name or None, got {value!r}.")
@@ -365,6 +378,22 @@ class CalibrationConfig:
                 f"image_column={self.image_column!r} needs image-text data (a JSONL file or folder of "
                 "image paths + captions, or a datasets.Dataset with an image column), not a list of strings."
             )
+        if self.text_pair_column is not None and self.label_column is None:
+            raise ValueError(
+                f"text_pair_column={self.text_pair_column!r} needs label_column: sentence pairs are encoded "
+                "only for labelled classification batches. Set CalibrationConfig(label_column=...)."
+            )
+        if self.label_column is not None:
+            if self.image_column is not None:
+                raise ValueError(
+                    f"label_column={self.label_column!r} builds text classification batches and cannot be "
+                    f"combined with image_column={self.image_column!r}."
+                )
+            if isinstance(self.dataset, (list, tuple)):
+                raise ValueError(
+                    f"label_column={self.label_column!r} needs a table (a datasets.Dataset or a local CSV / "
+                    "JSON / JSONL / parquet file), not a list of strings."
+                )
         if isinstance(self.dataset, (list, tuple)):
             if not self.dataset or not all(isinstance(t, str) for t in self.dataset):
                 raise TypeError("dataset given as a list must be a non-empty list of strings.")
@@ -396,4 +425,6 @@ class CalibrationConfig:
             "split": self.split,
             "text_column": self.text_column,
             "image_column": self.image_column,
+            "text_pair_column": self.text_pair_column,
+            "label_column": self.label_column,
         }

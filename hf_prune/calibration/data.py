@@ -3,6 +3,10 @@
 Windows follow the Wanda / SparseGPT loaders: the texts are joined, tokenized once, and ``nsamples``
 windows of ``seqlen`` tokens start at seeded random positions.
 
+Labelled data (``CalibrationConfig.label_column``) gives classification batches instead: whole rows
+(a text, optionally a second text of a sentence pair, and a label), padded to ``seqlen``; task-loss
+methods such as the Fisher mask search of Kwon et al. need them for a classifier.
+
 Image-text data (LLaVA) is different: each sample is one image with its caption, encoded by the
 model's processor as ``"<image>"``, a newline and the caption, so it runs through the whole
 vision-language forward (vision tower, projector, language model) and the statistics include the
@@ -177,8 +181,8 @@ def text_tokenizer(tokenizer: Any) -> Any:
 def build_calibration_batches(config: CalibrationConfig, tokenizer: Any) -> list[dict[str, torch.Tensor]]:
     """Tokenize the calibration texts and cut seeded random windows (or encode image-text samples).
 
-    For image-text data (see :func:`is_image_text`) this returns
-    :func:`build_image_text_batches` instead.
+    For labelled data (``config.label_column`` set) this returns :func:`build_classification_batches`
+    instead, and for image-text data (see :func:`is_image_text`) :func:`build_image_text_batches`.
 
     The picked texts are joined and tokenized once, without transformers' "sequence length is longer
     than the specified maximum" warning (the length is intended).
@@ -195,6 +199,8 @@ def build_calibration_batches(config: CalibrationConfig, tokenizer: Any) -> list
         ValueError: If the data holds fewer than ``seqlen + 1`` tokens, or image-text data comes without
             a processor.
     """
+    if config.label_column is not None:
+        return build_classification_batches(config, tokenizer)
     if is_image_text(config):
         return build_image_text_batches(config, tokenizer)
     texts = load_calibration_texts(config)
@@ -230,6 +236,141 @@ def build_calibration_batches(config: CalibrationConfig, tokenizer: Any) -> list
         {"input_ids": chunk, "attention_mask": torch.ones_like(chunk)}
         for chunk in stacked.split(config.batch_size)
     ]
+
+
+# ------------------------------------------------------------------ labelled classification data
+def load_labelled_table(config: CalibrationConfig) -> Any:
+    """Return the ``datasets.Dataset`` holding labelled calibration rows.
+
+    Args:
+        config: A calibration config with ``label_column`` set; its ``dataset`` is a ``datasets.Dataset``
+            or a local CSV / JSON / JSONL / parquet file.
+
+    Raises:
+        ValueError: For a registered text set, a missing file, an unsupported file type, or a table
+            without the text, text-pair or label column (the message lists the columns found).
+    """
+    data = config.dataset
+    if isinstance(data, str):
+        path = Path(data).expanduser()
+        suffix = path.suffix.lower()
+        if not path.is_file():
+            what = "a registered text set (unlabelled)" if data in HUB_DATASETS else "no such file"
+            raise ValueError(
+                f"CalibrationConfig(label_column={config.label_column!r}) needs a labelled table, but "
+                f"dataset={data!r} is {what}. Pass a datasets.Dataset or a local .csv/.json/.jsonl/.parquet "
+                "file with text and label columns."
+            )
+        if suffix not in _LOCAL_BUILDERS:
+            raise ValueError(
+                f"Labelled calibration file {str(path)!r} has type {suffix or '(none)'!r}; use .csv, .json, "
+                ".jsonl or .parquet."
+            )
+        import datasets
+
+        table = datasets.load_dataset(_LOCAL_BUILDERS[suffix], data_files=str(path), split="train")
+    elif isinstance(data, (list, tuple)):  # pragma: no cover - refused by CalibrationConfig
+        raise ValueError("label_column needs a table, not a list of strings.")
+    else:
+        table = data
+    columns = list(table.column_names)
+    wanted = {
+        "text_column": config.text_column or "text",
+        "text_pair_column": config.text_pair_column,
+        "label_column": config.label_column,
+    }
+    for field_name, column in wanted.items():
+        if column is not None and column not in columns:
+            raise ValueError(
+                f"Labelled calibration data {config.describe()['dataset']!r} has no column {column!r} "
+                f"(CalibrationConfig.{field_name}); its columns are {sorted(columns)}. Set {field_name} to "
+                "one of them."
+            )
+    if len(table) == 0:
+        raise ValueError(f"Labelled calibration data {config.describe()['dataset']!r} has no rows.")
+    return table
+
+
+def _label_tensor(values: list[Any], column: str) -> torch.Tensor:
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and v != v):
+            raise ValueError(
+                f"Label column {column!r} must hold integer class ids (or floats for regression); picked "
+                f"row {i} holds {v!r}. Map string labels to ids first (e.g. Dataset.class_encode_column)."
+            )
+    if all(isinstance(v, int) for v in values):
+        return torch.tensor(values, dtype=torch.long)
+    return torch.tensor([float(v) for v in values], dtype=torch.float32)
+
+
+def build_classification_batches(config: CalibrationConfig, tokenizer: Any) -> list[dict[str, torch.Tensor]]:
+    """Encode labelled rows as sequence-classification batches.
+
+    The rows are shuffled with ``seed`` and the first ``nsamples`` are kept (all of them when there are
+    fewer). Each is encoded as ``tokenizer(text, text_pair)`` (``text_pair`` only with
+    ``text_pair_column``), padded and truncated to ``seqlen`` tokens, as the GLUE pipeline of Kwon et
+    al. (NeurIPS 2022) does with 128.
+
+    Args:
+        config: A calibration config with ``label_column`` set (``text_column`` defaults to ``"text"``).
+        tokenizer: A transformers tokenizer with a pad token (a processor's tokenizer is used).
+
+    Returns:
+        Batches of ``{"input_ids", "attention_mask", "labels"}`` (plus ``token_type_ids`` when the
+        tokenizer makes them), ``batch_size`` rows each (the last may be smaller); ``labels`` is long
+        for integer labels, float for regression targets.
+
+    Raises:
+        ValueError: For missing columns, non-text cells, string labels, or a tokenizer that cannot pad.
+    """
+    table = load_labelled_table(config)
+    text_col = config.text_column or "text"
+    rng = random.Random(config.seed)
+    order = list(range(len(table)))
+    rng.shuffle(order)
+    rows = table.select(order[: config.nsamples])
+    texts = list(rows[text_col])
+    pairs = list(rows[config.text_pair_column]) if config.text_pair_column else None
+    for column, values in ((text_col, texts), (config.text_pair_column, pairs)):
+        bad = [i for i, t in enumerate(values or []) if not isinstance(t, str)]
+        if bad:
+            raise ValueError(
+                f"Column {column!r} of the labelled calibration data must hold text; picked row {bad[0]} "
+                f"holds {values[bad[0]]!r}."  # type: ignore[index]
+            )
+    labels = _label_tensor(list(rows[config.label_column]), str(config.label_column))
+    tok = text_tokenizer(tokenizer)
+    if not callable(tok) or getattr(tok, "pad_token", None) is None:
+        raise ValueError(
+            f"Classification calibration pads every row to seqlen={config.seqlen}, so it needs a "
+            f"transformers tokenizer with a pad token (got {type(tok).__name__}"
+            f"{' without pad_token' if callable(tok) else ''}). Set tokenizer.pad_token (e.g. to the EOS "
+            "token, and the model config's pad_token_id to match)."
+        )
+    try:
+        encoded = tok(
+            texts,
+            pairs,
+            padding="max_length",
+            truncation=True,
+            max_length=config.seqlen,
+            return_tensors="pt",
+        )
+    except TypeError as err:
+        raise ValueError(
+            f"{type(tok).__name__} cannot encode (text, text_pair) batches with padding/truncation: {err}. "
+            "Use a transformers tokenizer."
+        ) from None
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+    out = []
+    for start in range(0, labels.shape[0], config.batch_size):
+        stop = start + config.batch_size
+        batch = {k: encoded[k][start:stop] for k in keys}
+        if "attention_mask" not in batch:
+            batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+        batch["labels"] = labels[start:stop]
+        out.append(batch)
+    return out
 
 
 # ------------------------------------------------------------------ image-text data (LLaVA)

@@ -532,6 +532,91 @@ def depth_scores_table(report: PruningReport) -> str:
     return table + "\n\n" + note + "."
 
 
+def fisher_mask_table(report: PruningReport) -> str:
+    """Per-layer kept heads and neurons of the Fisher mask search, with its budget line.
+
+    Args:
+        report: The pruning report (``report.extra["fisher"]`` written by ``FisherMaskConfig``).
+
+    Returns:
+        Markdown (a table and a paragraph), or ``""`` when the Fisher mask search did not run.
+    """
+    fisher = (report.extra or {}).get("fisher")
+    if not isinstance(fisher, Mapping) or not isinstance(fisher.get("kept_heads"), Mapping):
+        return ""
+    kept_h, kept_n = fisher["kept_heads"], fisher.get("kept_neurons") or {}
+    n_h, n_n = fisher.get("head_units_per_layer"), fisher.get("neurons_per_layer")
+    unit = "KV groups" if fisher.get("head_unit") == "kv_group" else "heads"
+    emptied: dict[str, list[str]] = {}
+    for e in fisher.get("emptied") or []:
+        if isinstance(e, Mapping):
+            emptied.setdefault(str(e.get("layer")), []).append(f"{e.get('kind')}: {e.get('how')}")
+    layers = sorted({*kept_h, *kept_n}, key=lambda k: (0, int(k)) if str(k).isdigit() else (1, str(k)))
+    body = [
+        [
+            layer,
+            _of(kept_h.get(layer), n_h),
+            _of(kept_n.get(layer), n_n),
+            "; ".join(emptied.get(str(layer), [])),
+        ]
+        for layer in layers
+    ]
+    show_note = any(row[3] for row in body)
+    headers = ["block", f"{unit} kept", "neurons kept"] + (["emptied"] if show_note else [])
+    table = markdown_table(
+        headers, [row if show_note else row[:3] for row in body], ["r", "r", "r", "l"][: len(headers)]
+    )
+    metric = fisher.get("metric", "mac")
+    what = (
+        "MACs of all heads and neurons" if metric == "mac" else "latency of all attention and MLP sub-blocks"
+    )
+    line = f"Budget: {what} ≤ {fmt_number(fisher.get('constraint'))} x dense"
+    if metric == "mac":
+        line += (
+            f" ({fmt_number(fisher.get('dense_mac'))} MACs per sequence of {fisher.get('seq_len')} tokens)"
+        )
+    else:
+        line += f" ({fmt_number(fisher.get('dense'))} ms from the latency LUT)"
+    line += f"; achieved {fmt_number(fisher.get('achieved_fraction'))} of dense"
+    if fisher.get("as_built_fraction") not in (None, fisher.get("achieved_fraction")):
+        line += f" ({fmt_number(fisher.get('as_built_fraction'))} as built, counting kept placeholder units)"
+    if metric != "mac" and fisher.get("mac_fraction") is not None:
+        line += f", MACs {fmt_number(fisher.get('mac_fraction'))} of dense"
+    line += "."
+    parts = [line]
+    kept = fisher.get("importance_kept_fraction")
+    if isinstance(kept, (int, float)) and not isinstance(kept, bool):
+        parts.append(f"Fisher information kept: {100 * kept:.1f}% of the dense total.")
+    post = [f"rearrangement {'on' if fisher.get('rearrange') else 'off'}"]
+    if fisher.get("rescale"):
+        stop = fisher.get("rescale_stopped_at")
+        post.append(
+            "least-squares rescaling on" + (f" (stopped at block {stop})" if stop is not None else "")
+        )
+    else:
+        post.append("rescaling off")
+    parts.append(", ".join(post).capitalize() + ".")
+    samples = fisher.get("samples")
+    if samples is not None:
+        text = f"Mask gradients from {samples} calibration samples ({fisher.get('task')} loss"
+        text += f"; count from {fisher['samples_from']})" if fisher.get("samples_from") else ")"
+        if fisher.get("seconds") is not None:
+            text += f"; {fmt_number(float(fisher['seconds']))} s in total"
+        parts.append(text + ".")
+    if emptied:
+        parts.append(
+            "Emptied sub-blocks contribute only their output bias; those with a kept placeholder unit are "
+            "computed, not skipped."
+        )
+    return table + "\n\n" + " ".join(parts)
+
+
+def _of(value: Any, total: Any) -> str:
+    if value is None:
+        return _MISSING
+    return f"{value} / {total}" if isinstance(total, int) else str(value)
+
+
 def _kinds(report: PruningReport) -> list[str]:
     kinds = []
     if any(r.kind == "linear" for r in report.layers):
@@ -669,6 +754,8 @@ def render_card(
         "batch_size",
         "text_column",
         "image_column",
+        "text_pair_column",
+        "label_column",
     )
     calibration_rows = [[k, (calib or {})[k]] for k in calib_keys if (calib or {}).get(k) is not None]
     cfg = pruned.pruning_config
@@ -730,6 +817,7 @@ def render_card(
         removed_layers=[(s, i) for s, i in sorted((report.removed_layers or {}).items()) if i],
         structure_table=structure_table(structure, report.removed_layers or {}),
         depth_table=depth_scores_table(report),
+        fisher_table=fisher_mask_table(report),
         linear_table=linear_layer_table(report),
         structural_table=structural_layer_table(report),
         assignments_table=assignments_table(report.assignments),

@@ -15,6 +15,7 @@ from hf_prune.methods.depth import (
     run_depth,
 )
 from hf_prune.methods.first_order import AFRConfig, ReferSVDConfig, SNIPConfig
+from hf_prune.methods.fisher import FisherMaskConfig, run_fisher
 from hf_prune.methods.magnitude import MagnitudeConfig
 from hf_prune.methods.sparsegpt import SparseGPTConfig
 from hf_prune.methods.structured import (
@@ -63,6 +64,7 @@ register_method(BlockInfluenceConfig, run_depth)
 register_method(AblationDepthConfig, run_depth)
 register_method(ActivationVarianceConfig, run_depth)
 register_method(IterativeDepthConfig, run_depth)
+register_method(FisherMaskConfig, run_fisher)
 
 __all__ = [
     "METHODS",
@@ -74,6 +76,7 @@ __all__ = [
     "BlockInfluenceConfig",
     "CustomConfig",
     "DepthConfig",
+    "FisherMaskConfig",
     "IterativeDepthConfig",
     "MagnitudeConfig",
     "MethodEntry",
