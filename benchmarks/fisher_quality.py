@@ -90,7 +90,7 @@ def run_encoder(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "variant": label,
                     "constraint": constraint,
                     "accuracy": acc(pm),
-                    "achieved": fisher.get("achieved"),
+                    "achieved": fisher.get("achieved_fraction"),
                     "seconds": seconds,
                     "speedup": speed["speedup"],
                     "ideal_speedup": speed.get("ideal_speedup"),
@@ -121,6 +121,7 @@ def run_decoder(args: argparse.Namespace) -> list[dict[str, Any]]:
     fisher = prune(copy.deepcopy(dense), cfg, calibration=calib, tokenizer=tok, progress=False)
     seconds = time.perf_counter() - t0
     fisher_flops = count_flops(fisher, ids)
+    speed = fisher.measure_speed(dense, seqlen=256, repeats=args.repeats)
     rows.append(
         {
             "model": "llama-gqa-small",
@@ -129,6 +130,8 @@ def run_decoder(args: argparse.Namespace) -> list[dict[str, Any]]:
             "perplexity": ppl(fisher),
             "flops_ratio": fisher_flops / dense_flops,
             "seconds": seconds,
+            "speedup": speed["speedup"],
+            "ideal_speedup": speed.get("ideal_speedup"),
         }
     )
     # Structured magnitude at the same FLOPs: bisect its sparsity (heads and neurons alike).
@@ -181,7 +184,8 @@ def main() -> None:
         rows += run_decoder(args)
     columns = ["model", "variant", "constraint", "accuracy", "perplexity", "achieved", "flops_ratio"]
     print_table(rows, [*columns, "seconds", "speedup", "ideal_speedup"])
-    write_results("fisher_quality", {"args": vars(args), "rows": rows})
+    name = "fisher_quality" if len(args.parts) == 2 else f"fisher_quality_{args.parts[0]}"
+    write_results(name, {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":
