@@ -331,3 +331,20 @@ def test_bad_models_and_inputs_are_refused_clearly(tiny):
     merge_adapters(tiny)
     with pytest.raises(ValueError, match="no adapters"):
         merge_adapters(tiny)
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # PEFT on transformers 5
+def test_save_refuses_unmerged_adapters_and_saves_after_merge(tmp_path):
+    model, fam = make_model("llama")
+    pm = PrunedModel(model, tokenizer=CharTokenizer())
+    heal(pm, TEXTS, steps=1, lr=1e-2, batch_size=2, seqlen=32, merge=False, progress=False)
+    with pytest.raises(ValueError, match="PEFT adapter module.*merge_adapters"):
+        pm.save_pretrained(tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    merge_adapters(pm)
+    expected = logits(pm, fam.inputs)
+    out = pm.save_pretrained(tmp_path / "good")
+    from hf_prune import AutoPrunedModelForCausalLM
+
+    again = AutoPrunedModelForCausalLM.from_pretrained(out)
+    torch.testing.assert_close(logits(again, fam.inputs), expected, atol=1e-5, rtol=1e-5)

@@ -324,6 +324,16 @@ class PrunedModel(nn.Module):
         """
         from hf_prune.integration.checkpoint import save_pruned
 
+        adapters = [n for n, m in self.base_model.named_modules() if type(m).__module__.startswith("peft.")]
+        if adapters:
+            # The checkpoint format holds plain transformers weights: LoRA layers would be saved as extra
+            # keys that no loader expects, and merging densely would refill pruned zeros.
+            raise ValueError(
+                f"The model still has {len(adapters)} PEFT adapter module(s) (e.g. {adapters[0]!r}) attached "
+                "from heal(..., merge=False). Merge them first with "
+                "hf_prune.postprocess.merge_adapters(pruned) (masked, keeps the sparsity), or save the "
+                "adapters alone with pruned.peft_model.save_pretrained(dir)."
+            )
         if tokenizer is not None:
             if not callable(getattr(tokenizer, "save_pretrained", None)):
                 raise TypeError(
