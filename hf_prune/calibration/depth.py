@@ -173,10 +173,8 @@ def _batch_on(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 def _forward_output(model: PreTrainedModel, batch: dict[str, Any], kind: str) -> Any:
     inputs = _batch_on(batch, _model_device(model))
-    inputs["use_cache"] = False if kind == "lm" else inputs.get("use_cache")
-    if inputs["use_cache"] is None:
-        inputs.pop("use_cache")
     if kind == "lm":
+        inputs["use_cache"] = False
         inputs["labels"] = _lm_labels(inputs)
     return model(**inputs)
 

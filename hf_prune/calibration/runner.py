@@ -182,7 +182,7 @@ def run_block_io(
     with torch.no_grad():
         inputs = capture_block_inputs(model, spec, batches)
         layers = get_layers(model, spec)
-        masks = [b.get("attention_mask") if b.get("attention_mask") is not None else None for b in batches]
+        masks = [b.get("attention_mask") for b in batches]
         bar = tqdm(range(len(layers)), desc=f"score {spec.name} blocks", disable=not show_progress(progress))
         for idx in bar:
             block = layers[idx]

@@ -18,10 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
 from transformers import PreTrainedModel
 
-from hf_prune.arch import StackSpec, get_arch, get_layers
+from hf_prune.arch import StackSpec, get_layers, param_count
 from hf_prune.calibration.depth import (
     ablation_losses,
     collect_angular_distances,
@@ -143,10 +142,6 @@ class DepthConfig(PruningConfig):
         raise NotImplementedError
 
 
-def _calibration(ctx: PruneContext, method: str) -> list[dict[str, torch.Tensor]]:
-    return ctx.get_batches(method)
-
-
 @dataclass
 class AngularDepthConfig(DepthConfig):
     """PruneMe's angular distance (Gromov et al., 2024, "The Unreasonable Ineffectiveness of ...").
@@ -167,7 +162,7 @@ class AngularDepthConfig(DepthConfig):
     contiguous: bool = field(default=True, metadata={"help": "Remove one contiguous run (PruneMe)."})
 
     def score(self, model: PreTrainedModel, stack: StackSpec, ctx: PruneContext) -> BlockScores:  # noqa: D102
-        dist = collect_angular_distances(model, _calibration(ctx, self.method), stack, progress=ctx.progress)
+        dist = collect_angular_distances(model, ctx.get_batches(self.method), stack, progress=ctx.progress)
         n = dist.shape[0] - 1
         return BlockScores(
             scores=[float(dist[i, i + 1]) for i in range(n)],
@@ -187,7 +182,7 @@ class BlockInfluenceConfig(DepthConfig):
     paper: ClassVar[str] = "Men et al., 2024, ShortGPT: Layers in Large Language Models are More Redundant"
 
     def score(self, model: PreTrainedModel, stack: StackSpec, ctx: PruneContext) -> BlockScores:  # noqa: D102
-        bi = collect_block_influence(model, _calibration(ctx, self.method), stack, progress=ctx.progress)
+        bi = collect_block_influence(model, ctx.get_batches(self.method), stack, progress=ctx.progress)
         return BlockScores(scores=bi)
 
 
@@ -205,7 +200,7 @@ class AblationDepthConfig(DepthConfig):
     paper: ClassVar[str] = "Block ablation (loss change per removed block), as in the llm_pruner depth seed"
 
     def score(self, model: PreTrainedModel, stack: StackSpec, ctx: PruneContext) -> BlockScores:  # noqa: D102
-        batches = _calibration(ctx, self.method)
+        batches = ctx.get_batches(self.method)
         base, judge = model_loss(model, batches, stack)
         losses = ablation_losses(model, batches, stack, judge, progress=ctx.progress)
         return BlockScores(
@@ -245,7 +240,7 @@ class ActivationVarianceConfig(DepthConfig):
     def score(self, model: PreTrainedModel, stack: StackSpec, ctx: PruneContext) -> BlockScores:  # noqa: D102
         var, spars = collect_variance_sparsity(
             model,
-            _calibration(ctx, self.method),
+            ctx.get_batches(self.method),
             stack,
             activations=self.activations,
             threshold=self.sparsity_threshold,
@@ -323,7 +318,7 @@ def _block_rows(
     layers = get_layers(model, stack)
     rows = []
     for pos in positions:
-        params = sum(p.numel() for p in layers[pos].parameters())
+        params = param_count(layers[pos])
         rows.append(
             LayerReport(
                 name=f"{stack.layers_path}.{origin[pos]}",
@@ -387,7 +382,6 @@ def run_depth(model: PreTrainedModel, config: DepthConfig, ctx: PruneContext) ->
     """
     pruned = _pruned(ctx)
     stack = pruned._stack(config.stack)
-    get_arch(model)
     if isinstance(config, IterativeDepthConfig):
         return _run_iterative(config, ctx, stack)
     n_blocks = len(get_layers(model, stack))

@@ -11,6 +11,15 @@ from transformers import PreTrainedModel
 from hf_prune.arch import StackSpec, get_layers, get_stack_config, get_submodule
 
 
+def _set_layers(model: PreTrainedModel, stack: StackSpec, layers: nn.ModuleList) -> nn.ModuleList:
+    """Put ``layers`` where ``stack``'s block list lives; return the list that was there."""
+    parent_path, _, attr = stack.layers_path.rpartition(".")
+    parent = get_submodule(getattr(model, "base_model", model), parent_path)
+    original = getattr(parent, attr)
+    setattr(parent, attr, layers)
+    return original
+
+
 @contextlib.contextmanager
 def only_layers(model: PreTrainedModel, stack: StackSpec, positions: Sequence[int]) -> Iterator[None]:
     """Temporarily run ``stack`` with only the blocks at ``positions`` (for scoring removals).
@@ -24,14 +33,11 @@ def only_layers(model: PreTrainedModel, stack: StackSpec, positions: Sequence[in
         positions: Block positions to keep, in order.
     """
     layers = get_layers(model, stack)
-    parent_path, _, attr = stack.layers_path.rpartition(".")
-    parent = get_submodule(getattr(model, "base_model", model), parent_path)
-    original = getattr(parent, attr)
-    setattr(parent, attr, nn.ModuleList([layers[i] for i in positions]))
+    original = _set_layers(model, stack, nn.ModuleList([layers[i] for i in positions]))
     try:
         yield
     finally:
-        setattr(parent, attr, original)
+        _set_layers(model, stack, original)
 
 
 def remove_layers(model: PreTrainedModel, stack: StackSpec, indices: Sequence[int]) -> list[int]:
@@ -66,9 +72,7 @@ def remove_layers(model: PreTrainedModel, stack: StackSpec, indices: Sequence[in
     if not drop:
         return []
     kept = [blk for i, blk in enumerate(layers) if i not in set(drop)]
-    parent_path, _, attr = stack.layers_path.rpartition(".")
-    parent = get_submodule(getattr(model, "base_model", model), parent_path)
-    setattr(parent, attr, nn.ModuleList(kept))
+    _set_layers(model, stack, nn.ModuleList(kept))
     for new_idx, blk in enumerate(kept):
         for module in blk.modules():
             if hasattr(module, "layer_idx"):
