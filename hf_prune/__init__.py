@@ -17,6 +17,7 @@ from hf_prune.integration.auto import (
     AutoPrunedModelForImageTextToText,
     AutoPrunedModelForSequenceClassification,
 )
+from hf_prune.integration.callback import PruningCallback
 from hf_prune.integration.pruned_model import PrunedModel
 from hf_prune.methods import (
     AblationDepthConfig,
@@ -65,6 +66,7 @@ __all__ = [
     "MagnitudeConfig",
     "OWLAllocation",
     "PrunedModel",
+    "PruningCallback",
     "PruningConfig",
     "PruningReport",
     "ReferSVDConfig",

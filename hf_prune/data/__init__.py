@@ -14,6 +14,7 @@ from hf_prune.data.eval_sets import (
     load_eval_dataset,
 )
 from hf_prune.data.hub import load_dataset_from_hub, upload_dataset_to_hub
+from hf_prune.data.lm import causal_lm_dataset
 from hf_prune.data.schema import EVAL_FEATURES, EVAL_SCHEMA, describe_schema, validate_eval_schema
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "GSM8K_LITE_SEED",
     "GSM8K_LITE_SIZE",
     "EvalDataset",
+    "causal_lm_dataset",
     "describe_schema",
     "load_dataset_from_hub",
     "load_eval_dataset",
