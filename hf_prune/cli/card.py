@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         Exit code.
     """
     from hf_prune.config import CONFIG_NAME
-    from hf_prune.integration.card import load_checkpoint_any, write_card
+    from hf_prune.integration.auto import load_checkpoint_any
+    from hf_prune.integration.card import write_card
 
     folder = Path(args.folder).expanduser()
     if not folder.is_dir():

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         Exit code.
     """
     from hf_prune.config import CONFIG_NAME
-    from hf_prune.integration.card import load_checkpoint_any
+    from hf_prune.integration.auto import load_checkpoint_any
 
     folder = Path(args.folder).expanduser()
     if not (folder / CONFIG_NAME).is_file():

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import transformers
 
 from hf_prune.config import CalibrationConfig, PruningConfig
-from hf_prune.integration.checkpoint import load_pruned
+from hf_prune.integration.checkpoint import load_checkpoint, load_checkpoint_auto
 from hf_prune.integration.pruned_model import PrunedModel
 from hf_prune.utils import transformers_progress
 
@@ -60,13 +60,15 @@ class AutoPrunedModel:
             A :class:`PrunedModel`.
         """
         if pruning_config is None:
-            loaded = load_pruned(
-                pretrained_model_name_or_path,
-                cls._hf_auto_class,
-                dtype=kwargs.get("dtype"),
-                revision=kwargs.get("revision"),
-                token=kwargs.get("token"),
-                cache_dir=kwargs.get("cache_dir"),
+            loaded = PrunedModel.from_checkpoint(
+                load_checkpoint(
+                    pretrained_model_name_or_path,
+                    cls._hf_auto_class,
+                    dtype=kwargs.get("dtype"),
+                    revision=kwargs.get("revision"),
+                    token=kwargs.get("token"),
+                    cache_dir=kwargs.get("cache_dir"),
+                )
             )
             if tokenizer is not None:
                 loaded.tokenizer = tokenizer
@@ -76,7 +78,9 @@ class AutoPrunedModel:
 
         if is_pruned_checkpoint(pretrained_model_name_or_path):
             # Pruning an hf_prune checkpoint again: rebuild its structure first, then prune further.
-            base = load_pruned(pretrained_model_name_or_path, cls._hf_auto_class, dtype=kwargs.get("dtype"))
+            base = PrunedModel.from_checkpoint(
+                load_checkpoint(pretrained_model_name_or_path, cls._hf_auto_class, dtype=kwargs.get("dtype"))
+            )
         else:
             with transformers_progress(progress):
                 base = cls._hf_auto_class.from_pretrained(
@@ -122,3 +126,22 @@ class AutoPrunedModelForImageClassification(AutoPrunedModel):
     """``AutoPrunedModel`` over ``transformers.AutoModelForImageClassification`` (ViT)."""
 
     _hf_auto_class = transformers.AutoModelForImageClassification
+
+
+def load_checkpoint_any(folder: str | os.PathLike[str]) -> PrunedModel:
+    """Load a local hf_prune checkpoint with the auto class matching its ``config.json``.
+
+    ``architectures`` names the head when present; otherwise each task head is tried and the strict
+    shape / key check of the loader rejects the wrong ones (see
+    :func:`hf_prune.integration.checkpoint.load_checkpoint_auto`).
+
+    Args:
+        folder: The checkpoint folder.
+
+    Returns:
+        The :class:`PrunedModel`.
+
+    Raises:
+        ValueError: If no auto class fits the weights.
+    """
+    return PrunedModel.from_checkpoint(load_checkpoint_auto(folder))

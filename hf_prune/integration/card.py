@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from transformers import PreTrainedModel
 
 from hf_prune.arch import get_arch
-from hf_prune.integration.pruned_model import PrunedModel
+from hf_prune.config import PruningConfig
 from hf_prune.report import LayerReport, PruningReport
 from hf_prune.version import __version__
 
@@ -126,16 +127,31 @@ def _looks_like_repo_id(name: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name) is not None and ".." not in name
 
 
-def auto_class_name(pruned: PrunedModel) -> str:
-    """Return the ``AutoPrunedModel*`` class matching the wrapped model's head.
+def _plain_model(model: Any) -> PreTrainedModel:
+    """The ``PreTrainedModel`` itself, or the one a wrapper holds as ``base_model`` (a ``PrunedModel``).
+
+    The card reads plain data; it accepts the wrapper by what it holds, without importing it.
+    """
+    if isinstance(model, PreTrainedModel):
+        return model
+    inner = getattr(model, "base_model", None)
+    if isinstance(inner, PreTrainedModel):
+        return inner
+    raise TypeError(
+        f"model must be a transformers PreTrainedModel or a PrunedModel, got {type(model).__name__}."
+    )
+
+
+def auto_class_name(model: Any) -> str:
+    """Return the ``AutoPrunedModel*`` class matching the model's head.
 
     Args:
-        pruned: The pruned model.
+        model: The pruned ``PreTrainedModel`` (or a ``PrunedModel``).
 
     Returns:
         The class name.
     """
-    name = type(pruned.base_model).__name__
+    name = type(_plain_model(model)).__name__
     if name.endswith("ForCausalLM") or name.endswith("LMHeadModel"):
         return "AutoPrunedModelForCausalLM"
     if name.endswith("ForSequenceClassification"):
@@ -147,11 +163,11 @@ def auto_class_name(pruned: PrunedModel) -> str:
     return "AutoPrunedModel"
 
 
-def needs_hf_prune_to_load(pruned: PrunedModel) -> bool:
+def needs_hf_prune_to_load(model: Any) -> bool:
     """Whether the saved ``config.json`` carries ``per_layer_config`` (plain transformers refuses it).
 
     Args:
-        pruned: The pruned model.
+        model: The pruned ``PreTrainedModel`` (or a ``PrunedModel``).
 
     Returns:
         ``True`` when only hf_prune can rebuild the structure.
@@ -159,11 +175,11 @@ def needs_hf_prune_to_load(pruned: PrunedModel) -> bool:
     from hf_prune.surgery.structure import config_updates
 
     # The same plan that writes config.json: per-layer overrides are exactly what becomes per_layer_config.
-    return any(update["per_layer"] for update in config_updates(pruned.base_model).values())
+    return any(update["per_layer"] for update in config_updates(_plain_model(model)).values())
 
 
 def load_snippet(
-    pruned: PrunedModel,
+    pruned: Any,
     needs_hf_prune: bool,
     auto_class: str,
     repo: str = "REPO_OR_PATH",
@@ -172,7 +188,7 @@ def load_snippet(
     """Return Markdown that loads this checkpoint correctly.
 
     Args:
-        pruned: The pruned model.
+        pruned: The pruned model (unused; kept for callers that pass it).
         needs_hf_prune: Whether plain transformers cannot build the structure (``per_layer_config``).
         auto_class: Name of the matching ``AutoPrunedModel*`` class.
         repo: Repo id or path written in the snippet.
@@ -532,6 +548,50 @@ def depth_scores_table(report: PruningReport) -> str:
     return table + "\n\n" + note + "."
 
 
+def training_section(report: PruningReport) -> str:
+    """Training-time pruning (``PruningCallback``) and healing (``hf_prune.heal``) as card Markdown.
+
+    Args:
+        report: The pruning report (``report.extra["training"]`` / ``report.extra["healing"]``).
+
+    Returns:
+        Markdown (tables and notes), or ``""`` when the model was neither trained nor healed.
+    """
+    extra = report.extra or {}
+    parts: list[str] = []
+    training = extra.get("training")
+    if isinstance(training, Mapping):
+        t = training
+        span = f"steps {t.get('start_step')} to {t.get('end_step')}, every {t.get('frequency')}"
+        schedule = f"{t.get('schedule')} ({span})"
+        rows = [
+            ["method", f"`{t.get('method')}`"],
+            ["schedule", schedule],
+            ["target / final sparsity", f"{t.get('target_sparsity')} / {t.get('final_sparsity')}"],
+            ["optimizer steps", t.get("optimizer_steps")],
+            ["calibration", t.get("calibration")],
+        ]
+        parts.append("Pruned while training with `hf_prune.PruningCallback` (`transformers.Trainer`).")
+        parts.append(markdown_table(["field", "value"], rows, ["l", "l"]))
+        history = t.get("history") or []
+        if history:
+            body = [[h.get("step"), h.get("scheduled"), h.get("measured")] for h in history]
+            heads = ["step", "scheduled sparsity", "measured sparsity"]
+            parts.append(markdown_table(heads, body, ["r", "r", "r"]))
+    healing = extra.get("healing")
+    if isinstance(healing, Mapping):
+        h = healing
+        lora = h.get("lora") or {}
+        how = f"LoRA r={lora.get('r')}" if h.get("method") == "lora" else "full fine-tune"
+        masked = " (adapters merged through the pruning masks)" if lora.get("masked_delta") else ""
+        loss = f"{_cell(h.get('loss_start'))} -> {_cell(h.get('loss_end'))}"
+        parts.append(
+            f"Healed with `hf_prune.heal`: {how}, {h.get('steps')} steps, lr {h.get('lr')}, loss {loss}; "
+            f"merged: {h.get('merged')}{masked}."
+        )
+    return "\n\n".join(parts)
+
+
 def fisher_mask_table(report: PruningReport) -> str:
     """Per-layer kept heads and neurons of the Fisher mask search, with its budget line.
 
@@ -650,32 +710,51 @@ def _preprocessor(folder: Path | None, auto_class: str) -> str | None:
 
 # ----------------------------------------------------------------------------------- the card
 def render_card(
-    pruned: PrunedModel,
+    model: Any,
     record: dict[str, Any],
     *,
     folder: str | os.PathLike[str] | None = None,
     repo_id: str | None = None,
+    report: PruningReport | None = None,
+    pruning_config: PruningConfig | None = None,
 ) -> ModelCard:
-    """Render the model card of a pruned model.
+    """Render the model card of a pruned model from plain data.
 
     Args:
-        pruned: The pruned model.
+        model: The pruned ``PreTrainedModel``, or a ``PrunedModel`` (then its ``report``,
+            ``pruning_config``, ``calibration`` and ``base_model_name`` are used where the record lacks
+            them).
         record: The ``pruning_config.json`` content (config, structure, report, calibration).
         folder: The checkpoint folder, when known: its PNG plots are embedded and the loading
             snippet includes the tokenizer / processor it ships.
         repo_id: Hub repo id written in the loading snippet (default ``REPO_OR_PATH``).
+        report: The report (default: the wrapper's, else the record's ``"report"``).
+        pruning_config: The method's config, for the paper it follows (default: the wrapper's, else
+            read from the record).
 
     Returns:
         A ``huggingface_hub.ModelCard`` (call ``.save(path)``).
     """
-    report = pruned.report
+    plain = _plain_model(model)
+    wrapper = None if model is plain else model
+    if report is None:
+        report = getattr(wrapper, "report", None)
+    if report is None:
+        report = PruningReport.from_dict(record.get("report") or {"method": record.get("method", "custom")})
+    if pruning_config is None:
+        pruning_config = getattr(wrapper, "pruning_config", None)
+        if pruning_config is None and record.get("method") not in (None, "custom"):
+            try:
+                pruning_config = PruningConfig.from_dict(record)
+            except (ValueError, TypeError, KeyError):
+                pruning_config = None  # a foreign / older record: the card omits the paper
     method = str(record.get("method") or report.method or "custom")
-    family = get_arch(pruned.base_model).family
-    base = pruned.base_model_name or str(record.get("base_model") or "") or None
+    family = get_arch(plain).family
+    base = str(getattr(wrapper, "base_model_name", "") or "") or str(record.get("base_model") or "") or None
     hub_base = base if base and _looks_like_repo_id(base) else None
-    calib = record.get("calibration") or pruned.calibration or None
+    calib = record.get("calibration") or getattr(wrapper, "calibration", None) or None
     hub_dataset = calibration_hub_dataset(calib)
-    auto = auto_class_name(pruned)
+    auto = auto_class_name(plain)
     pipeline_tag = _PIPELINE_TAGS.get(auto)
     folder_path = Path(folder) if folder is not None else None
     kinds = _kinds(report)
@@ -717,7 +796,7 @@ def render_card(
         summary_rows.append(["sparsity of pruned projections", 0.0, report.sparsity, _MISSING])
     raw_structure = record.get("structure") or {}
     # pruning_config.json is written with sorted keys; show stacks in the model's own order.
-    order = [spec.name for spec in get_arch(pruned.base_model).stacks]
+    order = [spec.name for spec in get_arch(plain).stacks]
     structure = {k: raw_structure[k] for k in [*order, *sorted(raw_structure)] if k in raw_structure}
     for stack, idx in sorted((report.removed_layers or {}).items()):
         if idx and stack in structure:
@@ -758,7 +837,7 @@ def render_card(
         "label_column",
     )
     calibration_rows = [[k, (calib or {})[k]] for k in calib_keys if (calib or {}).get(k) is not None]
-    cfg = pruned.pruning_config
+    cfg = pruning_config
     paper = str(getattr(cfg, "paper", "") or "") if cfg is not None else ""
     allocation = record.get("allocation")
     allocation_text = ""
@@ -772,9 +851,9 @@ def render_card(
         if hub_base
         else (f"`{Path(base).name}` (a local model)" if base else f"a {family} model")
     )
-    needs = needs_hf_prune_to_load(pruned)
+    needs = needs_hf_prune_to_load(plain)
     snippet = load_snippet(
-        pruned, needs, auto, repo=repo_id or "REPO_OR_PATH", preprocessor=_preprocessor(folder_path, auto)
+        plain, needs, auto, repo=repo_id or "REPO_OR_PATH", preprocessor=_preprocessor(folder_path, auto)
     )
     pct_removed = 100.0 * (1 - report.params_after / report.params_before) if report.params_before else 0.0
     effects = []
@@ -818,6 +897,7 @@ def render_card(
         structure_table=structure_table(structure, report.removed_layers or {}),
         depth_table=depth_scores_table(report),
         fisher_table=fisher_mask_table(report),
+        training_section=training_section(report),
         linear_table=linear_layer_table(report),
         structural_table=structural_layer_table(report),
         assignments_table=assignments_table(report.assignments),
@@ -938,14 +1018,15 @@ def write_card(
     folder: str | os.PathLike[str],
     *,
     repo_id: str | None = None,
-    pruned: PrunedModel | None = None,
+    pruned: Any = None,
 ) -> Path:
     """Re-render ``README.md`` of a saved checkpoint folder (plots in the folder are embedded).
 
     Args:
         folder: An hf_prune checkpoint folder.
         repo_id: Hub repo id for the loading snippet.
-        pruned: The loaded model, if already in memory (otherwise loaded from ``folder``).
+        pruned: The loaded model (a ``PrunedModel`` or ``PreTrainedModel``), if already in memory;
+            otherwise it is loaded from ``folder``.
 
     Returns:
         The path of the written ``README.md``.
@@ -960,54 +1041,15 @@ def write_card(
         raise FileNotFoundError(f"{str(path)!r} is not an hf_prune checkpoint folder (no {CONFIG_NAME}).")
     record = read_json(path / CONFIG_NAME, what="pruning config")
     if pruned is None:
-        pruned = load_checkpoint_any(path)
-    card = render_card(pruned, record, folder=path, repo_id=repo_id)
+        from hf_prune.integration.checkpoint import load_checkpoint_auto
+
+        loaded = load_checkpoint_auto(path)
+        card = render_card(
+            loaded.model, record, folder=path, repo_id=repo_id, pruning_config=loaded.pruning_config
+        )
+    else:
+        card = render_card(pruned, record, folder=path, repo_id=repo_id)
     validate_card_metadata(card)
     out = path / "README.md"
     card.save(out)
     return out
-
-
-def load_checkpoint_any(folder: str | os.PathLike[str]) -> PrunedModel:
-    """Load an hf_prune checkpoint with the auto class matching its ``config.json``.
-
-    ``architectures`` names the head when present; otherwise (a first save of a model built with
-    ``from_config`` records ``null``) each task head is tried, and the strict shape / key check of
-    the loader rejects the wrong ones.
-
-    Args:
-        folder: The checkpoint folder.
-
-    Returns:
-        The :class:`PrunedModel`.
-
-    Raises:
-        ValueError: If no auto class fits the weights.
-    """
-    import transformers
-
-    from hf_prune.config import read_json
-    from hf_prune.integration.checkpoint import load_pruned
-
-    cfg = read_json(Path(folder) / "config.json", what="model config")
-    archs = cfg.get("architectures") or []
-    name = archs[0] if archs else ""
-    heads = [
-        (("ForCausalLM", "LMHeadModel"), transformers.AutoModelForCausalLM),
-        (("ForSequenceClassification",), transformers.AutoModelForSequenceClassification),
-        (("ForImageClassification",), transformers.AutoModelForImageClassification),
-        (("ForConditionalGeneration",), transformers.AutoModelForImageTextToText),
-    ]
-    matching = [cls for suffixes, cls in heads if name.endswith(suffixes)]
-    candidates: list[Any] = matching or [cls for _, cls in heads] + [transformers.AutoModel]
-    errors = []
-    for cls in candidates:
-        try:
-            return load_pruned(folder, cls)
-        except ValueError as err:
-            if len(candidates) == 1:
-                raise
-            errors.append(f"{cls.__name__}: {str(err)[:200]}")
-    raise ValueError(
-        f"no transformers auto class fits the checkpoint in {str(folder)!r}: " + " | ".join(errors)
-    )

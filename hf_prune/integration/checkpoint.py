@@ -1,4 +1,12 @@
-"""The checkpoint format (DESIGN §4): atomic save and exact, pickle-free reload of pruned structure."""
+"""The checkpoint format (DESIGN §4): atomic save and exact, pickle-free reload of pruned structure.
+
+This module is the bottom of ``hf_prune.integration``: it reads and writes plain data (the model, the
+pruning config, the report, the structure record, the calibration description) and imports nothing
+above it: not :class:`~hf_prune.PrunedModel`, not the model card, the Hub code or the exporters. The
+wrapper on top gathers its data and calls :func:`save_checkpoint`; loading returns a
+:class:`LoadedCheckpoint` that the wrapper (``AutoPrunedModel*``) wraps. Exporters to other formats
+(:mod:`hf_prune.integration.export`) may use :func:`atomic_folder` and :data:`SAFE_WEIGHTS_NAME` from here.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,9 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +29,6 @@ from transformers import PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from hf_prune.config import CONFIG_NAME, PruningConfig, read_json
-from hf_prune.integration.pruned_model import PrunedModel
 from hf_prune.report import PruningReport
 from hf_prune.surgery.masks import clean_state_dict
 from hf_prune.surgery.structure import (
@@ -52,33 +62,91 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
         os.replace(tmp, target)
 
 
-def save_pruned(
-    pruned: PrunedModel,
-    save_directory: str | os.PathLike[str],
-    *,
-    tokenizer: Any = None,
-    max_shard_size: str | int = "5GB",
-    card: bool = True,
-) -> Path:
-    """Write ``pruned`` as a checkpoint folder, atomically.
+@contextmanager
+def atomic_folder(save_directory: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a folder atomically: yield a temporary folder beside the target, swap it in on success.
+
+    On an error inside the ``with`` block the temporary folder is deleted and an existing target is
+    left untouched, so readers never see a half-written folder.
 
     Args:
-        pruned: The pruned model.
-        save_directory: Destination folder.
-        tokenizer: Tokenizer / processor saved alongside, if given (``PrunedModel.save_pretrained``
-            passes the model's remembered ``tokenizer``). A plain callable without
-            ``save_pretrained`` (a test stand-in) is skipped.
-        max_shard_size: Shard size passed to transformers.
-        card: Render ``README.md``.
+        save_directory: The destination folder (its parent is created).
 
-    Returns:
-        The destination folder.
+    Yields:
+        The temporary folder to write into.
     """
     target = Path(save_directory).expanduser().resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        model = pruned.base_model
+        yield tmp
+        _swap_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def checkpoint_record(
+    model: PreTrainedModel,
+    *,
+    pruning_config: PruningConfig | None,
+    report: PruningReport,
+    calibration: dict[str, Any] | None,
+    base_model: str | None,
+) -> dict[str, Any]:
+    """Return ``pruning_config.json``'s content: the method's config, the structure, the report.
+
+    Args:
+        model: The pruned model (the structure is read off its modules).
+        pruning_config: The method's config, or ``None`` for direct (custom) surgery.
+        report: The pruning report.
+        calibration: Description of the calibration data, for the card.
+        base_model: Name or path of the unpruned model.
+    """
+    record = pruning_config.to_dict() if pruning_config else {"method": "custom"}
+    record.update(
+        {
+            "structure": read_structure(model),
+            "report": report.to_dict(),
+            "calibration": calibration,
+            "base_model": base_model or None,
+        }
+    )
+    return record
+
+
+def save_checkpoint(
+    model: PreTrainedModel,
+    save_directory: str | os.PathLike[str],
+    *,
+    pruning_config: PruningConfig | None = None,
+    report: PruningReport,
+    calibration: dict[str, Any] | None = None,
+    base_model: str | None = None,
+    tokenizer: Any = None,
+    max_shard_size: str | int = "5GB",
+    card: Callable[[Path, dict[str, Any]], None] | None = None,
+) -> Path:
+    """Write a checkpoint folder atomically from plain data.
+
+    Args:
+        model: The pruned ``PreTrainedModel`` (masks are baked into the saved weights).
+        save_directory: Destination folder.
+        pruning_config: The method's config (``None``: ``{"method": "custom"}``).
+        report: The pruning report (its totals should be current).
+        calibration: Calibration description.
+        base_model: Name or path of the unpruned model.
+        tokenizer: Tokenizer / processor saved alongside, if given. A plain callable without
+            ``save_pretrained`` (a test stand-in) is skipped.
+        max_shard_size: Shard size passed to transformers.
+        card: Called as ``card(folder, record)`` with the temporary folder and the
+            ``pruning_config.json`` content, after everything else is written (the model card
+            renderer; ``None`` writes no card).
+
+    Returns:
+        The destination folder.
+    """
+    with atomic_folder(save_directory) as tmp:
         if not getattr(model.config, "architectures", None):
             # transformers fills this in during save_pretrained, after we have built config.json.
             model.config.architectures = [type(model).__name__]
@@ -91,34 +159,33 @@ def save_pruned(
                 tmp, state_dict=state, max_shard_size=max_shard_size, save_original_format=False
             )
         (tmp / "config.json").write_text(json.dumps(config_data, indent=2, sort_keys=True) + "\n")
-        record = pruned.pruning_config.to_dict() if pruned.pruning_config else {"method": "custom"}
-        pruned.refresh()
-        record.update(
-            {
-                "structure": read_structure(model),
-                "report": pruned.report.to_dict(),
-                "calibration": pruned.calibration,
-                "base_model": pruned.base_model_name or None,
-            }
+        record = checkpoint_record(
+            model,
+            pruning_config=pruning_config,
+            report=report,
+            calibration=calibration,
+            base_model=base_model,
         )
         (tmp / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        if tokenizer is not None:
-            if callable(getattr(tokenizer, "save_pretrained", None)):
-                tokenizer.save_pretrained(tmp)
-            else:
-                logger.info(
-                    "Not saving tokenizer of type %s: it has no save_pretrained.", type(tokenizer).__name__
-                )
-        if card:
-            from hf_prune.integration.card import render_card
+        save_preprocessor(tokenizer, tmp)
+        if card is not None:
+            card(tmp, record)
+    return Path(save_directory).expanduser().resolve()
 
-            # folder=tmp: the loading snippet names the tokenizer / processor saved just above.
-            render_card(pruned, record, folder=tmp).save(tmp / "README.md")
-        _swap_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+
+def save_preprocessor(tokenizer: Any, folder: Path) -> None:
+    """Save a tokenizer / processor into ``folder`` when it has ``save_pretrained`` (else log and skip).
+
+    Args:
+        tokenizer: The tokenizer / processor, or ``None``.
+        folder: Destination folder.
+    """
+    if tokenizer is None:
+        return
+    if callable(getattr(tokenizer, "save_pretrained", None)):
+        tokenizer.save_pretrained(folder)
+    else:
+        logger.info("Not saving tokenizer of type %s: it has no save_pretrained.", type(tokenizer).__name__)
 
 
 def _load_state(folder: Path) -> dict[str, torch.Tensor]:
@@ -169,7 +236,28 @@ def is_pruned_checkpoint(pretrained: str | os.PathLike[str]) -> bool:
     return (Path(pretrained).expanduser() / CONFIG_NAME).is_file()
 
 
-def load_pruned(
+@dataclass
+class LoadedCheckpoint:
+    """What :func:`load_checkpoint` read: the rebuilt model and the plain data saved beside it.
+
+    Args:
+        model: The rebuilt ``PreTrainedModel`` (eval mode).
+        pruning_config: The method's config, or ``None`` for a custom (direct surgery) checkpoint.
+        report: The pruning report.
+        calibration: The calibration description.
+        base_model: Name or path of the unpruned model (``""`` when unknown).
+        record: The full ``pruning_config.json`` content.
+    """
+
+    model: PreTrainedModel
+    pruning_config: PruningConfig | None
+    report: PruningReport
+    calibration: dict[str, Any] | None = None
+    base_model: str = ""
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def load_checkpoint(
     pretrained: str | os.PathLike[str],
     model_class: Any,
     *,
@@ -177,7 +265,7 @@ def load_pruned(
     revision: str | None = None,
     token: str | bool | None = None,
     cache_dir: str | None = None,
-) -> PrunedModel:
+) -> LoadedCheckpoint:
     """Rebuild a pruned checkpoint exactly: homogeneous skeleton, reshape per layer, load weights.
 
     Args:
@@ -249,9 +337,56 @@ def load_pruned(
     model.eval()
     pruning_config = PruningConfig.from_dict(record) if record.get("method") != "custom" else None
     report = PruningReport.from_dict(record.get("report") or {"method": record.get("method", "custom")})
-    out = PrunedModel(model, pruning_config, report=report, calibration=record.get("calibration"))
-    out.base_model_name = record.get("base_model") or ""
-    return out
+    return LoadedCheckpoint(
+        model=model,
+        pruning_config=pruning_config,
+        report=report,
+        calibration=record.get("calibration"),
+        base_model=record.get("base_model") or "",
+        record=record,
+    )
+
+
+def load_checkpoint_auto(folder: str | os.PathLike[str]) -> LoadedCheckpoint:
+    """Load a local checkpoint with the transformers auto class matching its ``config.json``.
+
+    ``architectures`` names the head when present; otherwise (a first save of a model built with
+    ``from_config`` records ``null``) each task head is tried, and the strict shape / key check of
+    the loader rejects the wrong ones.
+
+    Args:
+        folder: The checkpoint folder.
+
+    Returns:
+        The :class:`LoadedCheckpoint`.
+
+    Raises:
+        ValueError: If no auto class fits the weights.
+    """
+    import transformers
+
+    cfg = read_json(Path(folder) / "config.json", what="model config")
+    archs = cfg.get("architectures") or []
+    name = archs[0] if archs else ""
+    heads = [
+        (("ForCausalLM", "LMHeadModel"), transformers.AutoModelForCausalLM),
+        (("ForSequenceClassification",), transformers.AutoModelForSequenceClassification),
+        (("ForImageClassification",), transformers.AutoModelForImageClassification),
+        (("ForConditionalGeneration",), transformers.AutoModelForImageTextToText),
+    ]
+    matching = [cls for suffixes, cls in heads if name.endswith(suffixes)]
+    candidates: list[Any] = matching or [cls for _, cls in heads] + [transformers.AutoModel]
+    errors = []
+    for cls in candidates:
+        try:
+            return load_checkpoint(folder, cls)
+        except ValueError as err:
+            if len(candidates) == 1:
+                raise
+            errors.append(f"{cls.__name__}: {str(err)[:200]}")
+    raise ValueError(
+        f"no transformers auto class fits the checkpoint in {str(folder)!r}: " + " | ".join(errors)
+    )
 
 
 def _check_overrides(model: PreTrainedModel, overrides: dict[str, Any]) -> None:

@@ -6,22 +6,31 @@ through ``huggingface_hub.HfApi`` itself: ``create_repo`` (``exist_ok``), ``crea
 decides per file between a regular git blob and LFS / Xet storage, and retries transient HTTP
 errors of its pre-upload and LFS calls with exponential backoff). The card's metadata is validated
 locally before anything is sent.
+
+This module uploads a saved folder; it does not import :class:`~hf_prune.PrunedModel`
+(``PrunedModel.push_to_hub`` saves to a temporary folder, re-renders the card for the repo and calls
+:func:`push_checkpoint`).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from hf_prune.integration.pruned_model import PrunedModel
+from typing import Any
 
 DEFAULT_COMMIT_MESSAGE = "Upload pruned model (hf_prune)"
 
 
-def _check_repo_id(repo_id: Any) -> str:
+def check_repo_id(repo_id: Any) -> str:
+    """Return ``repo_id`` if it is a valid Hub model repo id.
+
+    Args:
+        repo_id: The id to check (``"user/model"``).
+
+    Raises:
+        TypeError: If it is not a non-empty string.
+        ValueError: If the Hub would reject it.
+    """
     if not isinstance(repo_id, str) or not repo_id.strip():
         raise TypeError(f"repo_id must be a non-empty string like 'user/model', got {repo_id!r}")
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -70,7 +79,7 @@ def push_checkpoint(
     from hf_prune.config import CONFIG_NAME
     from hf_prune.integration.card import validate_card_metadata
 
-    repo_id = _check_repo_id(repo_id)
+    repo_id = check_repo_id(repo_id)
     path = Path(folder).expanduser()
     if not (path / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{str(path)!r} is not an hf_prune checkpoint folder (no {CONFIG_NAME}).")
@@ -97,54 +106,3 @@ def push_checkpoint(
         # Stray editor / OS files never belong in a model repo.
         ignore_patterns=[".*", "*/.*", "__pycache__/*"],
     )
-
-
-def push_pruned(
-    pruned: PrunedModel,
-    repo_id: str,
-    *,
-    tokenizer: Any = None,
-    private: bool | None = None,
-    token: str | bool | None = None,
-    revision: str | None = None,
-    commit_message: str = DEFAULT_COMMIT_MESSAGE,
-    commit_description: str | None = None,
-    create_pr: bool = False,
-    endpoint: str | None = None,
-) -> Any:
-    """Save ``pruned`` to a temporary folder (card naming ``repo_id``) and upload it.
-
-    Args:
-        pruned: The model.
-        repo_id: Target repo (created if missing).
-        tokenizer: Tokenizer / processor uploaded alongside; default ``pruned.tokenizer``, the one
-            hf_prune already knows (see ``PrunedModel.save_pretrained``).
-        private: Create the repo private.
-        token: Hub token.
-        revision: Branch to commit to (created if missing).
-        commit_message: Commit message.
-        commit_description: Commit description.
-        create_pr: Open a pull request instead of committing.
-        endpoint: Hub endpoint (default: ``HF_ENDPOINT`` / huggingface.co).
-
-    Returns:
-        The ``huggingface_hub.CommitInfo``.
-    """
-    from hf_prune.integration.card import write_card
-
-    repo_id = _check_repo_id(repo_id)
-    with tempfile.TemporaryDirectory(prefix="hf_prune-push-") as tmp:
-        folder = pruned.save_pretrained(Path(tmp) / "model", tokenizer=tokenizer)
-        # Re-render so the card's loading snippet names the repo instead of a placeholder.
-        write_card(folder, repo_id=repo_id, pruned=pruned)
-        return push_checkpoint(
-            folder,
-            repo_id,
-            private=private,
-            token=token,
-            revision=revision,
-            commit_message=commit_message,
-            commit_description=commit_description,
-            create_pr=create_pr,
-            endpoint=endpoint,
-        )

@@ -1,7 +1,13 @@
-"""``PrunedModel``: a ``PreTrainedModel`` plus what was done to it, saveable as a normal checkpoint."""
+"""``PrunedModel``: a ``PreTrainedModel`` plus what was done to it, saveable as a normal checkpoint.
+
+This wrapper is the top of ``hf_prune.integration``'s import graph: it may import the checkpoint
+format, the model card, the Hub code and the exporters (lazily), and none of those imports it back; it
+hands them plain data (the model, its config, report, structure, calibration, base-model name).
+"""
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +24,14 @@ from hf_prune.surgery import masks as mask_ops
 from hf_prune.surgery.depth import remove_layers as _remove_layers
 from hf_prune.surgery.offload import read_param
 from hf_prune.surgery.structure import sync_config
+from hf_prune.surgery.subblock import attention_removed, mlp_removed
+from hf_prune.surgery.subblock import remove_attention as _remove_attention
+from hf_prune.surgery.subblock import remove_mlp as _remove_mlp
+from hf_prune.surgery.width import merge_kv_heads as _merge_kv_heads
 from hf_prune.surgery.width import shrink_heads, shrink_mlp
+
+#: ``save_pretrained`` formats: hf_prune's own checkpoint, and the Nemotron-NAS (DeciLM) layout.
+SAVE_FORMATS = ("hf_prune", "nemotron-nas")
 
 
 def count_nonzero(model: nn.Module) -> int:
@@ -171,6 +184,7 @@ class PrunedModel(nn.Module):
         """
 
         def apply(spec: StackSpec) -> dict[str, Any]:
+            self._check_present(spec, layer, "mlp")
             shrink_mlp(self.base_model, spec, layer, keep)
             return {"neurons": len(keep)}
 
@@ -186,11 +200,80 @@ class PrunedModel(nn.Module):
         """
 
         def apply(spec: StackSpec) -> dict[str, Any]:
+            self._check_present(spec, layer, "attention")
             shrink_heads(self.base_model, spec, layer, keep_heads)
+            if attention_removed(self.base_model, spec, layer):  # no heads kept: sub-block removed
+                return {"heads": [], "kv_heads": 0, "removed": True}
             kv = head_geometry(self.base_model, spec, layer).num_kv_heads
             return {"heads": sorted(int(h) for h in keep_heads), "kv_heads": kv}
 
         self._record_width_change(stack, layer, "attention", apply)
+
+    def remove_attention(self, layer: int, stack: str | None = None) -> None:
+        """Remove block ``layer``'s whole attention sub-block (and its input norm); the MLP stays.
+
+        The block's residual passes through the removed part unchanged (a zero-output stand-in, see
+        :mod:`hf_prune.surgery.subblock`). Saved checkpoints record it as zero heads and reload
+        exactly; the Nemotron-NAS export writes it as ``attention: {no_op: true}``. Llama-style
+        pre-norm decoders only (Llama, Mistral, Qwen2, Gemma, the LLaVA language model).
+
+        Args:
+            layer: Current block position.
+            stack: Stack name (default: the main stack).
+        """
+
+        def apply(spec: StackSpec) -> dict[str, Any]:
+            _remove_attention(self.base_model, spec, layer)
+            return {"heads": [], "kv_heads": 0, "removed": True}
+
+        self._record_width_change(stack, layer, "attention", apply)
+
+    def remove_mlp(self, layer: int, stack: str | None = None) -> None:
+        """Remove block ``layer``'s whole MLP sub-block (and the norm in front of it); attention stays.
+
+        Recorded as MLP width 0; the Nemotron-NAS export writes ``ffn: {no_op: true}``. Same families
+        as :meth:`remove_attention`.
+
+        Args:
+            layer: Current block position.
+            stack: Stack name (default: the main stack).
+        """
+
+        def apply(spec: StackSpec) -> dict[str, Any]:
+            _remove_mlp(self.base_model, spec, layer)
+            return {"neurons": 0, "removed": True}
+
+        self._record_width_change(stack, layer, "mlp", apply)
+
+    def merge_kv_heads(self, layer: int, num_kv_heads: int, stack: str | None = None) -> None:
+        """Reduce block ``layer`` to ``num_kv_heads`` KV heads by mean-pooling adjacent KV groups.
+
+        Every query head stays (see :func:`hf_prune.surgery.width.merge_kv_heads`, following Ainslie et
+        al., "GQA", EMNLP 2023); the KV cache of the block shrinks. This is the KV-group reduction that
+        the Nemotron-NAS layout expresses as ``n_heads_in_group``.
+
+        Args:
+            layer: Current block position.
+            num_kv_heads: KV heads to keep (a divisor of the current count).
+            stack: Stack name (default: the main stack).
+        """
+
+        def apply(spec: StackSpec) -> dict[str, Any]:
+            self._check_present(spec, layer, "attention")
+            _merge_kv_heads(self.base_model, spec, layer, num_kv_heads)
+            geo = head_geometry(self.base_model, spec, layer)
+            return {"heads": geo.num_heads, "kv_heads": geo.num_kv_heads}
+
+        self._record_width_change(stack, layer, "attention", apply)
+
+    def _check_present(self, spec: StackSpec, layer: int, kind: str) -> None:
+        """Refuse width surgery on a sub-block that was removed (its projections no longer exist)."""
+        gone = attention_removed if kind == "attention" else mlp_removed
+        if gone(self.base_model, spec, layer):
+            raise ValueError(
+                f"{spec.name} layer {layer}: the {kind} sub-block was removed (remove_{kind}); there are no "
+                f"{'heads' if kind == 'attention' else 'neurons'} left to prune."
+            )
 
     def _record_width_change(
         self, stack: str | None, layer: int, kind: str, apply: Callable[[StackSpec], dict[str, Any]]
@@ -198,7 +281,17 @@ class PrunedModel(nn.Module):
         """Run a width surgery on block ``layer`` and add its report row (original block numbering)."""
         spec = self._stack(stack)
         origin = self._origins(spec)
-        block = get_layers(self.base_model, spec)[layer]
+        layers = get_layers(self.base_model, spec)
+        try:
+            position = operator.index(layer)  # ints, numpy / torch integer scalars
+        except TypeError:
+            position = -1
+        if isinstance(layer, bool) or not 0 <= position < len(layers):
+            raise ValueError(
+                f"layer={layer!r} is not a block position of stack {spec.name!r}; use an int in "
+                f"[0, {len(layers)}) (current positions, after any removed blocks)."
+            )
+        block = layers[position]
         before = param_count(block)
         kept = apply(spec)
         self.report.layers.append(
@@ -303,13 +396,20 @@ class PrunedModel(nn.Module):
         tokenizer: Any = None,
         max_shard_size: str | int = "5GB",
         card: bool = True,
+        format: str = "hf_prune",
     ) -> Path:
-        """Write the checkpoint atomically (DESIGN §4).
+        """Write the checkpoint atomically (DESIGN §4), or export it in another serving format.
 
-        ``config.json`` (uniform changes applied, ``per_layer_config`` for the rest), ``model.safetensors``
-        (sharded when large), ``pruning_config.json`` (config + structure + report), ``README.md``
-        and the tokenizer / processor files. The folder is first written next to its destination and
-        renamed into place, so a failure leaves the old folder (or nothing), never a half checkpoint.
+        ``format="hf_prune"`` (default): ``config.json`` (uniform changes applied, ``per_layer_config``
+        for the rest), ``model.safetensors`` (sharded when large), ``pruning_config.json`` (config +
+        structure + report), ``README.md`` and the tokenizer / processor files.
+
+        ``format="nemotron-nas"``: the Nemotron-NAS / DeciLM layout served natively by vLLM,
+        TensorRT-LLM, SGLang and MLX (``block_configs`` per block; see
+        :mod:`hf_prune.integration.export.nemotron_nas` for what it can express and what is refused).
+
+        Either way the folder is first written next to its destination and renamed into place, so a
+        failure leaves the old folder (or nothing), never a half checkpoint.
 
         Args:
             save_directory: Destination folder.
@@ -317,13 +417,17 @@ class PrunedModel(nn.Module):
                 hf_prune already knows (given to ``prune``, loaded for calibration, or passed to an
                 earlier save). A tokenizer given here wins and is remembered for later saves.
             max_shard_size: Shard size passed to transformers.
-            card: Write the model card.
+            card: Write the model card (hf_prune format).
+            format: ``"hf_prune"`` or ``"nemotron-nas"``.
 
         Returns:
             The folder path.
         """
-        from hf_prune.integration.checkpoint import save_pruned
-
+        if format not in SAVE_FORMATS:
+            raise ValueError(
+                f"format={format!r} is not a known save format; use one of {list(SAVE_FORMATS)} "
+                "('hf_prune' is hf_prune's own checkpoint, reloadable with AutoPrunedModel*)."
+            )
         adapters = [n for n, m in self.base_model.named_modules() if type(m).__module__.startswith("peft.")]
         if adapters:
             # The checkpoint format holds plain transformers weights: LoRA layers would be saved as extra
@@ -341,9 +445,53 @@ class PrunedModel(nn.Module):
                     f"{type(tokenizer).__name__}."
                 )
             self.tokenizer = tokenizer
-        return save_pruned(
-            self, save_directory, tokenizer=self.tokenizer, max_shard_size=max_shard_size, card=card
+        self.refresh()
+        if format == "nemotron-nas":
+            from hf_prune.integration.export.nemotron_nas import export_nemotron_nas
+
+            spec = self._stack(None)
+            return export_nemotron_nas(
+                self.base_model,
+                save_directory,
+                tokenizer=self.tokenizer,
+                # Whole removed blocks become both-no_op entries, so block numbers match the base model.
+                removed_blocks=self.report.removed_layers.get(spec.name, []),
+            )
+
+        from hf_prune.integration.checkpoint import save_checkpoint
+
+        def write_card(folder: Path, record: dict[str, Any]) -> None:
+            # Looked up at call time so the renderer can be replaced (tests simulate a failing card).
+            from hf_prune.integration import card as card_module
+
+            # folder=tmp: the loading snippet names the tokenizer / processor saved beside it.
+            card_module.render_card(self, record, folder=folder).save(folder / "README.md")
+
+        return save_checkpoint(
+            self.base_model,
+            save_directory,
+            pruning_config=self.pruning_config,
+            report=self.report,
+            calibration=self.calibration,
+            base_model=self.base_model_name,
+            tokenizer=self.tokenizer,
+            max_shard_size=max_shard_size,
+            card=write_card if card else None,
         )
+
+    @classmethod
+    def from_checkpoint(cls, loaded: Any) -> PrunedModel:
+        """Wrap what :func:`hf_prune.integration.checkpoint.load_checkpoint` read.
+
+        Args:
+            loaded: A :class:`hf_prune.integration.checkpoint.LoadedCheckpoint`.
+
+        Returns:
+            The :class:`PrunedModel`, with the saved report, config, calibration and base-model name.
+        """
+        out = cls(loaded.model, loaded.pruning_config, report=loaded.report, calibration=loaded.calibration)
+        out.base_model_name = loaded.base_model or ""
+        return out
 
     def push_to_hub(
         self,
@@ -376,19 +524,26 @@ class PrunedModel(nn.Module):
         Returns:
             The ``huggingface_hub`` commit info.
         """
-        from hf_prune.integration.hub import push_pruned
+        import tempfile
 
-        return push_pruned(
-            self,
-            repo_id,
-            tokenizer=tokenizer,
-            private=private,
-            token=token,
-            revision=revision,
-            commit_message=commit_message,
-            commit_description=commit_description,
-            create_pr=create_pr,
-        )
+        from hf_prune.integration import hub
+        from hf_prune.integration.card import write_card
+
+        repo_id = hub.check_repo_id(repo_id)
+        with tempfile.TemporaryDirectory(prefix="hf_prune-push-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "model", tokenizer=tokenizer)
+            # Re-render so the card's loading snippet names the repo instead of a placeholder.
+            write_card(folder, repo_id=repo_id, pruned=self)
+            return hub.push_checkpoint(
+                folder,
+                repo_id,
+                private=private,
+                token=token,
+                revision=revision,
+                commit_message=commit_message,
+                commit_description=commit_description,
+                create_pr=create_pr,
+            )
 
     def export_mergekit_yaml(
         self,

@@ -77,7 +77,9 @@ class StructuredConfig(PruningConfig):
         allocation: ``"uniform"`` (the same fraction in every layer) or ``"global"`` (one threshold over
             all layers on scores standardized per layer, as the AFR paper ranks neurons across layers).
         round_to: Kept MLP width of every layer is a multiple of this (8, 64, 256 for fast kernels), or
-            the layer is left whole. Heads are always removed whole.
+            the layer is left whole. Heads are always removed whole. ``round_to=256`` lands exactly on
+            the widths the Nemotron-NAS layout can express (``save_pretrained(path,
+            format="nemotron-nas")``), provided the unpruned width is a multiple of 256 too.
         min_keep: Fewest units kept in a layer: MLP neurons (rounded up to ``round_to``) and query heads
             (rounded up to one head per KV group, or to whole groups). ``0`` lets an MLP be emptied
             where the projection type allows it (``nn.Linear``; GPT-2's ``Conv1D`` keeps ``round_to``);
@@ -102,7 +104,11 @@ class StructuredConfig(PruningConfig):
         },
     )
     round_to: int = field(
-        default=1, metadata={"help": "Kept MLP width per layer is a multiple of this (e.g. 8, 64, 256)."}
+        default=1,
+        metadata={
+            "help": "Kept MLP width per layer is a multiple of this (e.g. 8, 64; 256 for the "
+            "Nemotron-NAS export, whose layout rounds every width up to a multiple of 256)."
+        },
     )
     min_keep: int = field(
         default=1,

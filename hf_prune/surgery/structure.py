@@ -22,7 +22,8 @@ from hf_prune.arch import (
     head_geometry,
     original_head_dim,
 )
-from hf_prune.surgery.width import shrink_heads, shrink_mlp
+from hf_prune.surgery.subblock import attention_removed, mlp_removed, remove_attention, remove_mlp
+from hf_prune.surgery.width import shrink_heads, shrink_kv_heads, shrink_mlp
 
 # Attribute names in the structure record (family-independent); the config keys come from the spec.
 _WIDTH = "intermediate_size"
@@ -39,7 +40,8 @@ def read_structure(model: PreTrainedModel) -> dict[str, Any]:
     """Return each stack's per-layer widths read off the modules.
 
     The record is ``{stack: {"num_layers", "head_dim", "layers": [{intermediate_size, num_heads,
-    num_kv_heads}, ...]}}``.
+    num_kv_heads}, ...]}}``. A removed attention sub-block (:mod:`hf_prune.surgery.subblock`) reads as
+    ``num_heads = num_kv_heads = 0``, a removed MLP as ``intermediate_size = 0``.
 
     Args:
         model: A supported model (pruned or not).
@@ -51,9 +53,16 @@ def read_structure(model: PreTrainedModel) -> dict[str, Any]:
         rows = []
         head_dim = None
         for i, block in enumerate(layers):
-            geo = head_geometry(model, stack, i)
-            head_dim = geo.head_dim
-            rows.append({_WIDTH: _mlp_width(block, stack), _HEADS: geo.num_heads, _KV: geo.num_kv_heads})
+            if attention_removed(model, stack, i):
+                heads, kv = 0, 0
+            else:
+                geo = head_geometry(model, stack, i)
+                head_dim = geo.head_dim
+                heads, kv = geo.num_heads, geo.num_kv_heads
+            width = 0 if mlp_removed(model, stack, i) else _mlp_width(block, stack)
+            rows.append({_WIDTH: width, _HEADS: heads, _KV: kv})
+        if head_dim is None:  # every attention removed: the config still defines the head size
+            head_dim = original_head_dim(get_stack_config(model, stack), stack)
         out[stack.name] = {"num_layers": len(layers), "head_dim": head_dim, "layers": rows}
     return out
 
@@ -91,7 +100,10 @@ def config_updates(model: PreTrainedModel, structure: dict[str, Any] | None = No
         glob: dict[str, Any] = {}
         per: dict[int, dict[str, Any]] = {}
         widths = [r[_WIDTH] for r in rows]
-        if len(set(widths)) == 1:
+        # A removed sub-block (width / heads 0) is never written as a global value: a config saying
+        # "0 heads" would build zero-size projections in plain transformers; per_layer_config makes it
+        # refuse instead.
+        if len(set(widths)) == 1 and widths[0] != 0:
             if widths[0] != _default_width(config, stack):
                 glob[stack.intermediate_key] = widths[0]
         else:
@@ -107,7 +119,7 @@ def config_updates(model: PreTrainedModel, structure: dict[str, Any] | None = No
             if stack.kv_heads_key
             else base_heads
         )
-        uniform_heads = len(set(heads)) == 1 and len(set(kvs)) == 1
+        uniform_heads = len(set(heads)) == 1 and len(set(kvs)) == 1 and heads[0] != 0
         if uniform_heads and (heads[0], kvs[0]) == (base_heads, base_kv):
             pass
         elif uniform_heads and stack.head_dim_key:
@@ -211,13 +223,28 @@ def apply_structure(model: PreTrainedModel, structure: dict[str, Any]) -> None:
                 f"config's {original_head_dim(config, stack)}."
             )
         for i, row in enumerate(rec["layers"]):
-            geo = head_geometry(model, stack, i)
-            if (row[_HEADS], row[_KV]) != (geo.num_heads, geo.num_kv_heads):
+            if row[_HEADS] == 0 or row[_KV] == 0:
+                if (row[_HEADS], row[_KV]) != (0, 0):
+                    raise ValueError(f"Invalid head counts {row} for {stack.name} layer {i}.")
+                remove_attention(model, stack, i)
+            if row[_WIDTH] == 0:
+                remove_mlp(model, stack, i)
+            if row[_HEADS] == 0 and row[_WIDTH] == 0:
+                continue
+            geo = None if row[_HEADS] == 0 else head_geometry(model, stack, i)
+            if geo is not None and row[_HEADS] == geo.num_heads and row[_KV] < geo.num_kv_heads:
+                # Query heads kept, KV heads merged (merge_kv_heads): only k / v shrink.
+                if row[_HEADS] % row[_KV] != 0:
+                    raise ValueError(f"Invalid head counts {row} for {stack.name} layer {i}.")
+                shrink_kv_heads(model, stack, i, list(range(row[_KV])))
+            elif geo is not None and (row[_HEADS], row[_KV]) != (geo.num_heads, geo.num_kv_heads):
                 if row[_HEADS] % max(row[_KV], 1) != 0 or row[_KV] > geo.num_kv_heads:
                     raise ValueError(f"Invalid head counts {row} for {stack.name} layer {i}.")
                 per_group = row[_HEADS] // row[_KV]
                 keep = [grp * geo.group_size + j for grp in range(row[_KV]) for j in range(per_group)]
                 shrink_heads(model, stack, i, keep)
+            if row[_WIDTH] == 0:
+                continue
             width = _mlp_width(layers[i], stack)
             if row[_WIDTH] != width:
                 if row[_WIDTH] > width:

@@ -94,18 +94,23 @@ def shrink_heads(model: PreTrainedModel, stack: StackSpec, layer_idx: int, keep_
         model: The model.
         stack: The stack spec.
         layer_idx: Block index.
-        keep_heads: Query-head indices to keep (at least one).
+        keep_heads: Query-head indices to keep. None at all removes the attention sub-block
+            (:func:`hf_prune.surgery.subblock.remove_attention`, Llama-style families only).
 
     Raises:
-        ValueError: For out-of-range or empty heads, or unequal group sizes under GQA.
+        ValueError: For out-of-range heads, unequal group sizes under GQA, or no heads on a family
+            whose attention cannot be removed.
     """
     geo = head_geometry(model, stack, layer_idx)
     where = f"{stack.name} layer {layer_idx} heads"
     heads = _index(keep_heads, geo.num_heads, where).tolist()
     if not heads:
-        raise ValueError(
-            f"{where}: keep at least one head; to drop a whole attention module use depth pruning."
-        )
+        # Keeping no head is removing the attention sub-block (a zero stand-in; refused clearly for
+        # families whose blocks cannot pass the residual through it).
+        from hf_prune.surgery.subblock import remove_attention
+
+        remove_attention(model, stack, layer_idx)
+        return
     g = geo.group_size
     groups: dict[int, list[int]] = {}
     for h in heads:
@@ -159,3 +164,102 @@ def set_attention_geometry(
     for attr, value in updates.items():
         if hasattr(attn, attr):
             setattr(attn, attr, value)
+
+
+def _kv_paths(stack: StackSpec) -> tuple[str, str]:
+    spec = stack.block
+    if spec.qkv or not (spec.k and spec.v):
+        raise ValueError(
+            f"Stack {stack.name!r} fuses q/k/v into one projection ({spec.qkv!r}); changing only the "
+            "key/value heads needs separate k and v projections (Llama-style families)."
+        )
+    return spec.k, spec.v
+
+
+def shrink_kv_heads(
+    model: PreTrainedModel, stack: StackSpec, layer_idx: int, keep_kv_heads: Sequence[int]
+) -> None:
+    """Keep only key/value heads ``keep_kv_heads`` of block ``layer_idx``; every query head stays.
+
+    Query head ``h`` then reads KV head ``h // (num_heads // len(keep_kv_heads))`` (transformers'
+    ``repeat_kv``), so this is a shape change for rebuilding a saved structure; to reduce KV heads of a
+    trained model use :func:`merge_kv_heads`, which sets the kept heads' weights.
+
+    Args:
+        model: The model.
+        stack: The stack spec.
+        layer_idx: Block index.
+        keep_kv_heads: KV-head indices to keep (their count must divide the query-head count).
+
+    Raises:
+        ValueError: For out-of-range / duplicate indices or a count that does not divide the query heads.
+    """
+    geo = head_geometry(model, stack, layer_idx)
+    where = f"{stack.name} layer {layer_idx} KV heads"
+    kv = _index(keep_kv_heads, geo.num_kv_heads, where).tolist()
+    if not kv or geo.num_heads % len(kv):
+        raise ValueError(
+            f"{where}: the number of KV heads kept ({len(kv)}) must be >= 1 and divide the "
+            f"{geo.num_heads} query heads."
+        )
+    k_path, v_path = _kv_paths(stack)
+    block = get_layers(model, stack)[layer_idx]
+    rows = _head_rows(kv, geo.head_dim)
+    slice_linear(get_submodule(block, k_path), rows, "out")
+    slice_linear(get_submodule(block, v_path), rows, "out")
+    set_attention_geometry(
+        get_submodule(block, stack.block.attn), geo.num_heads, len(kv), geo.num_heads // len(kv), geo.head_dim
+    )
+
+
+def merge_kv_heads(model: PreTrainedModel, stack: StackSpec, layer_idx: int, num_kv_heads: int) -> None:
+    """Reduce block ``layer_idx`` to ``num_kv_heads`` key/value heads by mean-pooling adjacent groups.
+
+    Follows the checkpoint conversion of Ainslie et al., "GQA: Training Generalized Multi-Query
+    Transformer Models from Multi-Head Checkpoints" (EMNLP 2023): new KV head ``j`` is the mean of the
+    ``r = num_kv_heads_now / num_kv_heads`` consecutive old heads ``j*r .. j*r + r - 1`` (weights and
+    biases of ``k`` and ``v``). Query heads are untouched, and query head ``h`` keeps reading the merged
+    head that contains its old one, so only the grouping changes. The query-head count stays fixed,
+    which is what layouts with a global query-head count (Nemotron-NAS ``n_heads_in_group``) express.
+    The function of the block changes (KV heads are shared more widely); heal afterwards as with any
+    pruning.
+
+    Args:
+        model: The model.
+        stack: The stack spec.
+        layer_idx: Block index.
+        num_kv_heads: KV heads to keep; must divide the current KV-head count.
+
+    Raises:
+        ValueError: For a count that is not a positive divisor of the current KV heads, or fused q/k/v.
+    """
+    geo = head_geometry(model, stack, layer_idx)
+    if isinstance(num_kv_heads, bool) or not isinstance(num_kv_heads, int):
+        raise TypeError(f"num_kv_heads must be an int, got {num_kv_heads!r}.")
+    if num_kv_heads < 1 or geo.num_kv_heads % num_kv_heads:
+        divisors = [d for d in range(1, geo.num_kv_heads + 1) if geo.num_kv_heads % d == 0]
+        raise ValueError(
+            f"num_kv_heads={num_kv_heads} for {stack.name} layer {layer_idx}: adjacent KV heads are "
+            f"merged in equal groups, so it must divide the current {geo.num_kv_heads} KV heads; "
+            f"allowed: {divisors}."
+        )
+    if num_kv_heads == geo.num_kv_heads:
+        return
+    k_path, v_path = _kv_paths(stack)
+    block = get_layers(model, stack)[layer_idx]
+    ratio = geo.num_kv_heads // num_kv_heads
+    hd = geo.head_dim
+    for path in (k_path, v_path):
+        module = get_submodule(block, path)
+        if has_mask(module):
+            remove_mask(module, make_physical=True)
+        with torch.no_grad():
+            w = module.weight.data
+            merged = w.reshape(num_kv_heads, ratio, hd, -1).float().mean(dim=1).to(w.dtype)
+            w[: num_kv_heads * hd] = merged.reshape(num_kv_heads * hd, -1)
+            bias = getattr(module, "bias", None)
+            if bias is not None:
+                b = bias.data
+                pooled = b.reshape(num_kv_heads, ratio, hd).float().mean(dim=1)
+                b[: num_kv_heads * hd] = pooled.to(b.dtype).reshape(-1)
+    shrink_kv_heads(model, stack, layer_idx, list(range(num_kv_heads)))
