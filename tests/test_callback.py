@@ -197,6 +197,7 @@ def test_gradual_width_pruning_shrinks_on_schedule_and_trains_the_new_weights(tm
     assert id(model.model.layers[0].mlp.up_proj.weight) in params  # the optimizer trains the shrunk weight
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_hold_identical_masks(tmp_path):
     bin_dir = Path(sys.executable).parent
     launch = [
