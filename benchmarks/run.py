@@ -38,9 +38,17 @@ BENCHMARKS = {
         "benchmarks.fisher_quality",
         "Fisher mask search on bert-small-cls (accuracy at 60/50/40% MAC, ablation, latency LUT) and Llama",
     ),
+    "training": (
+        "benchmarks.training",
+        "healing after Wanda 70% / SparseGPT 2:4 (lost perplexity recovered) and gradual vs one-shot pruning",
+    ),
     "structured_speed": (
         "benchmarks.structured_speed",
         "forward latency of width-pruned Llama (125M) vs dense and vs the FLOP-proportional ideal",
+    ),
+    "trees_quality": (
+        "benchmarks.trees_quality",
+        "pruning trees vs angular / ablation block removal (llama-gqa-small): ppl + CPU latency",
     ),
 }
 

@@ -548,6 +548,33 @@ def depth_scores_table(report: PruningReport) -> str:
     return table + "\n\n" + note + "."
 
 
+def pruning_trees_table(report: PruningReport) -> str:
+    """The removed pruning trees (root, kind, parameters, importance) in removal order, with the totals.
+
+    Args:
+        report: The pruning report (``report.extra["pruning_trees"]`` written by ``PruningTreeConfig``).
+
+    Returns:
+        Markdown (a table and a note), or ``""`` when no pruning trees were removed.
+    """
+    trees = (report.extra or {}).get("pruning_trees")
+    if not isinstance(trees, Mapping) or not trees.get("removed"):
+        return ""
+    # "removed" lists tree keys in removal order; the ranking rows carry their details.
+    rows = {r.get("key"): r for r in trees.get("ranking") or [] if isinstance(r, Mapping)}
+    removed = [rows.get(k, {"root": k}) if isinstance(k, str) else k for k in trees["removed"]]
+    body = [[i + 1, f"`{t.get('root')}`", t.get("kind"), t.get("params"), t.get("importance")]
+            for i, t in enumerate(removed)]  # fmt: skip
+    table = markdown_table(["order", "root", "kind", "params", "importance"], body, ["r", "l", "l", "r", "r"])
+    note = (
+        f"{len(trees['removed'])} trees removed ({_cell(trees.get('removed_fraction'))} of the blocks' "
+        f"parameters; target {trees.get('target')} of {trees.get('target_kind')}), ranked by "
+        f"`{trees.get('importance')}` importance out of {len(trees.get('ranking') or [])} candidate "
+        f"trees; the full ranking is in `pruning_config.json`."
+    )
+    return table + "\n\n" + note
+
+
 def training_section(report: PruningReport) -> str:
     """Training-time pruning (``PruningCallback``) and healing (``hf_prune.heal``) as card Markdown.
 
@@ -685,6 +712,8 @@ def _kinds(report: PruningReport) -> list[str]:
         kinds.append("structured")
     if report.removed_layers and any(report.removed_layers.values()):
         kinds.append("depth")
+    if any(r.kind.startswith("tree:") for r in report.layers):
+        kinds.append("fine-grained depth (pruning trees)")
     return kinds
 
 
@@ -898,6 +927,7 @@ def render_card(
         depth_table=depth_scores_table(report),
         fisher_table=fisher_mask_table(report),
         training_section=training_section(report),
+        trees_table=pruning_trees_table(report),
         linear_table=linear_layer_table(report),
         structural_table=structural_layer_table(report),
         assignments_table=assignments_table(report.assignments),

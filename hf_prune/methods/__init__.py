@@ -17,6 +17,7 @@ from hf_prune.methods.depth import (
 from hf_prune.methods.first_order import AFRConfig, ReferSVDConfig, SNIPConfig
 from hf_prune.methods.fisher import FisherMaskConfig, run_fisher
 from hf_prune.methods.magnitude import MagnitudeConfig
+from hf_prune.methods.pruning_trees import PruningTreeConfig, run_pruning_trees
 from hf_prune.methods.sparsegpt import SparseGPTConfig
 from hf_prune.methods.structured import (
     StructuredConfig,
@@ -65,6 +66,7 @@ register_method(AblationDepthConfig, run_depth)
 register_method(ActivationVarianceConfig, run_depth)
 register_method(IterativeDepthConfig, run_depth)
 register_method(FisherMaskConfig, run_fisher)
+register_method(PruningTreeConfig, run_pruning_trees)
 
 __all__ = [
     "METHODS",
@@ -82,6 +84,7 @@ __all__ = [
     "MethodEntry",
     "OWLAllocation",
     "PruneContext",
+    "PruningTreeConfig",
     "ReferSVDConfig",
     "SNIPConfig",
     "SparseGPTConfig",

@@ -46,6 +46,11 @@ def read_structure(model: PreTrainedModel) -> dict[str, Any]:
     Args:
         model: A supported model (pruned or not).
     """
+    from hf_prune.surgery.pruning_trees import TREES_KEY, read_tree_record
+
+    trees = read_tree_record(model)
+    if trees is not None:  # identity-replaced modules have no widths to read: the plans are the record
+        return {TREES_KEY: trees}
     arch = get_arch(model)
     out: dict[str, Any] = {}
     for stack in arch.stacks:
@@ -91,6 +96,10 @@ def config_updates(model: PreTrainedModel, structure: dict[str, Any] | None = No
         ``{config_path: {"global": {key: value}, "per_layer": {layer: {key: value}}}}``.
     """
     structure = structure or read_structure(model)
+    from hf_prune.surgery.pruning_trees import TREES_KEY, tree_config_updates
+
+    if TREES_KEY in structure:
+        return tree_config_updates(model)
     arch = get_arch(model)
     result: dict[str, Any] = {}
     for stack in arch.stacks:
@@ -201,6 +210,11 @@ def apply_structure(model: PreTrainedModel, structure: dict[str, Any]) -> None:
     Raises:
         ValueError: If the record does not fit the skeleton (wrong stack names or layer counts).
     """
+    from hf_prune.surgery.pruning_trees import TREES_KEY, apply_tree_record
+
+    if TREES_KEY in structure:  # pruning trees: replay the recorded plans (hf_prune.surgery.pruning_trees)
+        apply_tree_record(model, structure[TREES_KEY])
+        return
     arch = get_arch(model)
     names = {s.name for s in arch.stacks}
     if set(structure) != names:
