@@ -162,3 +162,22 @@ def test_merge_kv_heads_mean_pools_adjacent_groups():
         pm(**fam.inputs)  # the block still runs with one KV head for all four query heads
     with pytest.raises(ValueError, match=r"must divide the current 1 KV heads; allowed: \[1\]"):
         pm.merge_kv_heads(0, 2)
+
+
+def test_width_pruning_skips_removed_subblocks_and_reloads(tmp_path):
+    from hf_prune import StructuredMagnitudeConfig, prune
+
+    fam = build_family("llama")
+    torch.manual_seed(0)
+    model = fam.auto.from_config(fam.config)
+    pm = PrunedModel(model)
+    pm.remove_attention(1)
+    pm.remove_mlp(2)
+    pm = prune(pm, StructuredMagnitudeConfig(sparsity=0.5, scope="both"), progress=False)
+    rows = read_structure(pm.base_model)["decoder"]["layers"]
+    assert rows[1]["num_heads"] == 0 and rows[2]["intermediate_size"] == 0  # still removed
+    assert rows[0]["intermediate_size"] == 24 and rows[1]["intermediate_size"] == 24  # others pruned
+    assert rows[0]["num_heads"] == 2 and rows[2]["num_heads"] == 2
+    again = AutoPrunedModelForCausalLM.from_pretrained(pm.save_pretrained(tmp_path / "m"))
+    with torch.no_grad():
+        assert torch.equal(again(**fam.inputs).logits, pm(**fam.inputs).logits)

@@ -54,6 +54,7 @@ from hf_prune.selection.structured import (
     uniform_keep,
 )
 from hf_prune.surgery.offload import is_offloaded, read_weight_out_in
+from hf_prune.surgery.subblock import attention_removed, mlp_removed
 
 SCOPES = ("mlp", "attention", "both")
 ALLOCATIONS = ("uniform", "global")
@@ -238,6 +239,8 @@ def _sites(model: PreTrainedModel, config: StructuredConfig) -> list[_Site]:
             continue
         for idx, block in enumerate(get_layers(model, stack)):
             for kind in kinds:
+                if (attention_removed if kind == "attention" else mlp_removed)(model, stack, idx):
+                    continue  # a removed sub-block (remove_attention / remove_mlp) has nothing left to prune
                 roles = _roles(block, stack, kind)
                 mods = list(roles.values())
                 excluded = any(matches(names[id(m)], p) for m in mods for p in (config.exclude_modules or []))
