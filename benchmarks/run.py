@@ -50,6 +50,10 @@ BENCHMARKS = {
         "benchmarks.trees_quality",
         "pruning trees vs angular / ablation block removal (llama-gqa-small): ppl + CPU latency",
     ),
+    "serving_formats": (
+        "benchmarks.serving_formats",
+        "pruned Llama (124M) latency: PyTorch vs ONNX Runtime vs ideal",
+    ),
 }
 
 

@@ -545,6 +545,46 @@ class PrunedModel(nn.Module):
                 create_pr=create_pr,
             )
 
+    def export_onnx(
+        self,
+        output_dir: str | os.PathLike[str],
+        *,
+        opset: int | None = None,
+        sample_inputs: dict[str, torch.Tensor] | None = None,
+        optimize: bool = True,
+        tokenizer: Any = None,
+        overwrite: bool = False,
+        check: bool = True,
+        atol: float = 1e-4,
+        rtol: float = 1e-3,
+    ) -> Path:
+        """Export this model, as it is in memory, to an ONNX folder that ONNX Runtime runs.
+
+        Every kind of result exports (unstructured / N:M from a private copy with the masks baked in, so
+        these masks stay live; uniform and non-uniform width; depth); see
+        :func:`hf_prune.integration.export.onnx.export_onnx`. Needs the ``onnx`` extra.
+
+        Args:
+            output_dir: Folder to write.
+            opset: ONNX opset, or ``None`` for the newest the installed onnxscript supports.
+            sample_inputs: Forward inputs to trace with (default: seeded ids of shape ``[2, 8]``).
+            optimize: Run onnxscript's graph optimiser on the export.
+            tokenizer: Tokenizer saved beside the graph (default: :attr:`tokenizer`).
+            overwrite: Replace a non-empty ``output_dir``.
+            check: Compare ONNX Runtime logits with PyTorch's once after exporting.
+            atol: Absolute tolerance of that check.
+            rtol: Relative tolerance of that check (times the largest logit).
+
+        Returns:
+            The folder written.
+        """
+        from hf_prune.integration.export.onnx import export_onnx
+
+        return export_onnx(
+            self, output_dir, opset=opset, sample_inputs=sample_inputs, optimize=optimize,
+            tokenizer=tokenizer, overwrite=overwrite, check=check, atol=atol, rtol=rtol,
+        )  # fmt: skip
+
     def export_mergekit_yaml(
         self,
         path: str | os.PathLike[str],
