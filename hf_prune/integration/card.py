@@ -981,6 +981,17 @@ def speed_section(report: PruningReport) -> tuple[str, str]:
                 f"{speed['ideal_speedup']:.2f}x",
             ]
         )
+    onnx = (report.extra or {}).get("onnx_speed")
+    if isinstance(onnx, Mapping) and {"baseline_ms", "pruned_ms", "speedup"} <= set(onnx):
+        # Written by the serving_formats benchmark (hf_prune.integration.export.onnx.compare_onnx_latency).
+        rows.append(
+            [
+                f"forward latency, ONNX Runtime {onnx.get('onnxruntime', '')}".rstrip(),
+                f"{onnx['baseline_ms']:.2f} ms",
+                f"{onnx['pruned_ms']:.2f} ms",
+                f"{onnx['speedup']:.2f}x",
+            ]
+        )
     table = markdown_table(["", "dense", "pruned", "speedup"], rows, ["l", "r", "r", "r"])
     runs = "per model, dense and pruned interleaved" if compared else "(no dense baseline measured)"
     note = (
