@@ -29,6 +29,8 @@ from hf_prune.surgery.width import shrink_heads, shrink_kv_heads, shrink_mlp
 _WIDTH = "intermediate_size"
 _HEADS = "num_heads"
 _KV = "num_kv_heads"
+_ATTN_REMOVED = "attention_removed"
+_MLP_REMOVED = "mlp_removed"
 
 
 def _mlp_width(block: Any, stack: StackSpec) -> int:
@@ -41,7 +43,8 @@ def read_structure(model: PreTrainedModel) -> dict[str, Any]:
 
     The record is ``{stack: {"num_layers", "head_dim", "layers": [{intermediate_size, num_heads,
     num_kv_heads}, ...]}}``. A removed attention sub-block (:mod:`hf_prune.surgery.subblock`) reads as
-    ``num_heads = num_kv_heads = 0``, a removed MLP as ``intermediate_size = 0``.
+    ``num_heads = num_kv_heads = 0`` plus ``"attention_removed": true``, a removed MLP as
+    ``intermediate_size = 0`` plus ``"mlp_removed": true`` (an MLP shrunk to zero width has no flag).
 
     Args:
         model: A supported model (pruned or not).
@@ -64,8 +67,15 @@ def read_structure(model: PreTrainedModel) -> dict[str, Any]:
                 geo = head_geometry(model, stack, i)
                 head_dim = geo.head_dim
                 heads, kv = geo.num_heads, geo.num_kv_heads
-            width = 0 if mlp_removed(model, stack, i) else _mlp_width(block, stack)
-            rows.append({_WIDTH: width, _HEADS: heads, _KV: kv})
+            gone = mlp_removed(model, stack, i)
+            row = {_WIDTH: 0 if gone else _mlp_width(block, stack), _HEADS: heads, _KV: kv}
+            # Flags tell a removed sub-block (a stand-in module, no weights) from a projection shrunk to
+            # zero width (Fisher's emptied BERT MLP keeps its Linear modules and output bias).
+            if heads == 0:
+                row[_ATTN_REMOVED] = True
+            if gone:
+                row[_MLP_REMOVED] = True
+            rows.append(row)
         if head_dim is None:  # every attention removed: the config still defines the head size
             head_dim = original_head_dim(get_stack_config(model, stack), stack)
         out[stack.name] = {"num_layers": len(layers), "head_dim": head_dim, "layers": rows}
@@ -241,9 +251,9 @@ def apply_structure(model: PreTrainedModel, structure: dict[str, Any]) -> None:
                 if (row[_HEADS], row[_KV]) != (0, 0):
                     raise ValueError(f"Invalid head counts {row} for {stack.name} layer {i}.")
                 remove_attention(model, stack, i)
-            if row[_WIDTH] == 0:
+            if row.get(_MLP_REMOVED):
                 remove_mlp(model, stack, i)
-            if row[_HEADS] == 0 and row[_WIDTH] == 0:
+            if row[_HEADS] == 0 and row.get(_MLP_REMOVED):
                 continue
             geo = None if row[_HEADS] == 0 else head_geometry(model, stack, i)
             if geo is not None and row[_HEADS] == geo.num_heads and row[_KV] < geo.num_kv_heads:
@@ -257,7 +267,7 @@ def apply_structure(model: PreTrainedModel, structure: dict[str, Any]) -> None:
                 per_group = row[_HEADS] // row[_KV]
                 keep = [grp * geo.group_size + j for grp in range(row[_KV]) for j in range(per_group)]
                 shrink_heads(model, stack, i, keep)
-            if row[_WIDTH] == 0:
+            if row.get(_MLP_REMOVED):
                 continue
             width = _mlp_width(layers[i], stack)
             if row[_WIDTH] != width:
