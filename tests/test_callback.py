@@ -261,6 +261,6 @@ def test_masks_stay_exactly_zero_under_bf16_autocast_and_clipping(tmp_path):
     cb = PruningCallback(MagnitudeConfig(sparsity=0.7), schedule="constant", start_step=0)
     _train(model, cb, tmp_path, 4, bf16=True, max_grad_norm=0.5)
     assert [h["step"] for h in cb.history] == [0]  # magnitude needs no data: pruned before step 1
-    for name, module in _layers(model).items():
+    for module in _layers(model).values():
         assert module.weight.dtype == torch.float32  # autocast, master weights stay fp32
         assert int((module.weight == 0).sum()) == round(0.7 * module.weight.numel())

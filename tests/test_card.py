@@ -253,7 +253,12 @@ def test_speed_section_shows_onnx_runtime_beside_pytorch():
 
     report = PruningReport(method="custom")
     report.speed = {"baseline_ms": 10.0, "pruned_ms": 8.0, "speedup": 1.25, "batch_size": 1, "seqlen": 256}
-    report.extra["onnx_speed"] = {"baseline_ms": 9.0, "pruned_ms": 6.0, "speedup": 1.5, "onnxruntime": "1.32.0"}
+    report.extra["onnx_speed"] = {
+        "baseline_ms": 9.0,
+        "pruned_ms": 6.0,
+        "speedup": 1.5,
+        "onnxruntime": "1.32.0",
+    }
     table, _ = speed_section(report)
     assert "| forward latency, 1 x 256 tokens | 10.00 ms | 8.00 ms | 1.25x |" in table
     assert "| forward latency, ONNX Runtime 1.32.0 | 9.00 ms | 6.00 ms | 1.50x |" in table

@@ -110,3 +110,24 @@ def test_generate_after_structural_change(family, change, tmp_path):
     reloaded = AutoPrunedModelForCausalLM.from_pretrained(tmp_path / "g")
     with torch.no_grad():
         assert torch.equal(reloaded.generate(prompt, max_new_tokens=6, do_sample=False), cached)
+
+
+def test_finalizing_a_deepcopy_leaves_the_original_masks_working():
+    # copy.deepcopy shares torch's generated Parametrized* class; removing the copy's parametrization
+    # used to delete the original's `weight` property with it.
+    import copy
+
+    import transformers as T
+
+    from hf_prune import MagnitudeConfig, prune
+
+    torch.manual_seed(0)
+    cfg = T.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    pm = prune(T.LlamaForCausalLM(cfg), MagnitudeConfig(sparsity=0.5), progress=False)
+    ids = torch.randint(3, 96, (1, 8))
+    with torch.no_grad():
+        before = pm(input_ids=ids).logits
+        copy.deepcopy(pm).finalize()
+        assert torch.equal(pm(input_ids=ids).logits, before)
+    assert pm.undo_masks() > 0  # the original's masks are still live and reversible

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
@@ -126,7 +127,9 @@ def run_sequential(
         for idx in bar:
             block = layers[idx]
             named = collectors(idx, block) if collectors else {}
-            handles = [attach(mod, col) for mod, col in named.values()]
+            # Projections reading the same tensor (q/k/v, gate/up) share each batch's statistics update.
+            shared: dict[type, Any] = {}
+            handles = [attach(mod, col, shared) for mod, col in named.values()]
             # Only one copy of the activations is ever alive: when the block is recomputed after
             # pruning, the first pass runs for its hooks only; otherwise its outputs replace the
             # inputs batch by batch (they are not needed again).
@@ -141,13 +144,16 @@ def run_sequential(
             finally:
                 for h in handles:
                     h.remove()
+                shared.clear()
             if on_block is not None:
                 stats = {name: col for name, (_, col) in named.items()}
                 # Data-parallel calibration: every process sees the whole set's statistics.
                 all_reduce_collectors(stats)
                 on_block(idx, block, stats)
             if second_pass:
-                with torch.no_grad():
+                # Masks are parametrizations (weight * mask): cache the masked weights for the whole
+                # pass instead of recomputing them (and a float copy of each mask) for every batch.
+                with torch.no_grad(), parametrize.cached():
                     for j, (a, k) in enumerate(inputs):
                         inputs[j] = _with_hidden(a, k, _hidden(block(*a, **k)))
 

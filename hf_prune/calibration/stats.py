@@ -6,6 +6,8 @@ several processes, summed) combine exactly.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -33,6 +35,23 @@ class StatCollector:
         """
         raise NotImplementedError
 
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """Return what one batch adds to the accumulator (shared by projections reading the same input).
+
+        Args:
+            x: ``[tokens, in_features]`` inputs of the projection.
+        """
+        raise NotImplementedError
+
+    def add(self, delta: torch.Tensor, tokens: int) -> None:
+        """Add a batch's :meth:`delta` computed by this or an identical collector.
+
+        Args:
+            delta: The batch's contribution.
+            tokens: Tokens in the batch.
+        """
+        raise NotImplementedError
+
 
 class InputSqNorm(StatCollector):
     """Sum over tokens of each input feature's square (Wanda's ``‖X_j‖₂²``).
@@ -46,9 +65,17 @@ class InputSqNorm(StatCollector):
         self.sum_sq = torch.zeros(in_features, dtype=torch.float32)
 
     def update(self, x: torch.Tensor) -> None:  # noqa: D102 - documented on the base class
+        self.add(self.delta(x), x.shape[0])
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         x = x.float()
-        self.sum_sq = self.sum_sq.to(x.device) + (x * x).sum(dim=0)
-        self.tokens += x.shape[0]
+        return (x * x).sum(dim=0)
+
+    def add(self, delta: torch.Tensor, tokens: int) -> None:  # noqa: D102
+        if self.sum_sq.device != delta.device:
+            self.sum_sq = self.sum_sq.to(delta.device)
+        self.sum_sq.add_(delta)
+        self.tokens += tokens
 
     def merge(self, other: StatCollector) -> None:  # noqa: D102
         if not isinstance(other, InputSqNorm) or other.sum_sq.shape != self.sum_sq.shape:
@@ -75,8 +102,21 @@ class InputHessian(StatCollector):
 
     def update(self, x: torch.Tensor) -> None:  # noqa: D102
         x = x.float()
-        self.sum_xxt = self.sum_xxt.to(x.device) + x.t() @ x
+        if self.sum_xxt.device != x.device:
+            self.sum_xxt = self.sum_xxt.to(x.device)
+        # In place: no second [in, in] matrix per batch.
+        self.sum_xxt.addmm_(x.t(), x)
         self.tokens += x.shape[0]
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = x.float()
+        return x.t() @ x
+
+    def add(self, delta: torch.Tensor, tokens: int) -> None:  # noqa: D102
+        if self.sum_xxt.device != delta.device:
+            self.sum_xxt = self.sum_xxt.to(delta.device)
+        self.sum_xxt.add_(delta)
+        self.tokens += tokens
 
     def merge(self, other: StatCollector) -> None:  # noqa: D102
         if not isinstance(other, InputHessian) or other.sum_xxt.shape != self.sum_xxt.shape:
@@ -89,12 +129,18 @@ class InputHessian(StatCollector):
         return self.sum_xxt * (2.0 / max(self.tokens, 1))
 
 
-def attach(module: nn.Module, collector: StatCollector) -> RemovableHandle:
+def attach(
+    module: nn.Module, collector: StatCollector, shared: dict[type, Any] | None = None
+) -> RemovableHandle:
     """Feed ``module``'s inputs to ``collector`` on every forward.
 
     Args:
         module: A projection (its first positional input is the activation).
         collector: The collector.
+        shared: A dict shared by the hooks of one block: projections that read the *same* input tensor
+            (q/k/v, gate/up) then compute a batch's contribution once and add it to each collector. In
+            a Llama block this removes 3 of 7 Hessian products (~40% of SparseGPT's statistics cost).
+            ``None`` computes every collector's update independently.
 
     Returns:
         The hook handle (call ``.remove()``).
@@ -102,6 +148,19 @@ def attach(module: nn.Module, collector: StatCollector) -> RemovableHandle:
 
     def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         x = inputs[0].detach()
-        collector.update(x.reshape(-1, x.shape[-1]))
+        # Collectors that only implement update() (custom subclasses) are never shared.
+        if shared is None or type(collector).delta is StatCollector.delta:
+            collector.update(x.reshape(-1, x.shape[-1]))
+            return
+        kind = type(collector)
+        entry = shared.get(kind)
+        # Same tensor object, unmodified since (version counter), same width: the contribution is equal.
+        if entry is not None and entry[0] is x and entry[1] == x._version:
+            delta = entry[2]
+        else:
+            delta = collector.delta(x.reshape(-1, x.shape[-1]))
+            shared[kind] = (x, x._version, delta)
+        tokens = x.numel() // x.shape[-1]
+        collector.add(delta, tokens)
 
     return module.register_forward_pre_hook(hook)

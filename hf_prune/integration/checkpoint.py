@@ -30,14 +30,13 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from hf_prune.config import CONFIG_NAME, PruningConfig, read_json
 from hf_prune.report import PruningReport
-from hf_prune.surgery.masks import clean_state_dict
+from hf_prune.surgery.offload import save_weights_streaming
 from hf_prune.surgery.structure import (
     apply_structure,
     config_dict_for_save,
     homogeneous_config_dict,
     read_structure,
 )
-from hf_prune.utils import transformers_progress
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +137,7 @@ def save_checkpoint(
         base_model: Name or path of the unpruned model.
         tokenizer: Tokenizer / processor saved alongside, if given. A plain callable without
             ``save_pretrained`` (a test stand-in) is skipped.
-        max_shard_size: Shard size passed to transformers.
+        max_shard_size: Largest weight shard (bytes or "5GB"); also bounds the extra memory of the save.
         card: Called as ``card(folder, record)`` with the temporary folder and the
             ``pruning_config.json`` content, after everything else is written (the model card
             renderer; ``None`` writes no card).
@@ -151,13 +150,13 @@ def save_checkpoint(
             # transformers fills this in during save_pretrained, after we have built config.json.
             model.config.architectures = [type(model).__name__]
         config_data = config_dict_for_save(model)
-        state = clean_state_dict(model)
-        # save_original_format=False keeps the in-memory key names (e.g. LLaVA's), which both our
-        # loader and transformers' read; reverting them would force us to re-apply conversions.
-        with transformers_progress():
-            model.save_pretrained(
-                tmp, state_dict=state, max_shard_size=max_shard_size, save_original_format=False
-            )
+        # One shard in memory at a time: no masked copy of every weight, offloaded weights streamed
+        # from disk. Keys are the in-memory names (what save_pretrained(save_original_format=False)
+        # writes), which both our loader and transformers' read.
+        save_weights_streaming(model, tmp, max_shard_size)
+        generation = getattr(model, "generation_config", None)
+        if generation is not None and model.can_generate():
+            generation.save_pretrained(tmp)
         (tmp / "config.json").write_text(json.dumps(config_data, indent=2, sort_keys=True) + "\n")
         record = checkpoint_record(
             model,

@@ -10,7 +10,7 @@ from torch import nn
 
 from hf_prune.calibration.stats import InputHessian, StatCollector
 from hf_prune.config import check_range
-from hf_prune.methods.unstructured import UnstructuredConfig
+from hf_prune.methods.unstructured import UnstructuredConfig, check_propagation
 from hf_prune.scoring.sparsegpt import sparsegpt_prune
 from hf_prune.surgery.masks import apply_mask, has_mask, remove_mask
 from hf_prune.surgery.offload import is_offloaded, read_weight_out_in, write_weight_out_in
@@ -27,6 +27,8 @@ class SparseGPTConfig(UnstructuredConfig):
             ``AlphaAllocation`` or ``OWLAllocation``.
         blocksize: Columns per lazy-update block.
         percdamp: Hessian dampening as a fraction of its mean diagonal.
+        propagation: ``"pruned"`` (default, as the paper) or ``"dense"`` (one forward per block; the
+            next block's Hessians come from the dense outputs).
         target_modules: Patterns of projections to prune.
         exclude_modules: Patterns never pruned.
     """
@@ -40,9 +42,17 @@ class SparseGPTConfig(UnstructuredConfig):
 
     blocksize: int = field(default=128, metadata={"help": "Columns per lazy-update block."})
     percdamp: float = field(default=0.01, metadata={"help": "Dampening, fraction of mean diag(H)."})
+    propagation: str = field(
+        default="pruned",
+        metadata={
+            "help": "'pruned' (the paper: each block calibrated on the pruned previous blocks' outputs, "
+            "two passes per block) or 'dense' (dense outputs, one pass per block)."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_propagation(self.propagation)
         check_range("blocksize", self.blocksize, 1, integer=True)
         check_range("percdamp", self.percdamp, 0.0, 1.0, low_inclusive=False)
 

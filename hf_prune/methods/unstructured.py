@@ -30,8 +30,8 @@ from hf_prune.calibration.stats import InputHessian, InputSqNorm, StatCollector
 from hf_prune.config import check_range
 from hf_prune.methods.base import PruneContext, SparsityConfig
 from hf_prune.report import LayerReport, score_summary
+from hf_prune.scoring.select import fast_unstructured_mask
 from hf_prune.selection.nm import nm_mask, nm_sparsity, parse_pattern
-from hf_prune.selection.topk import unstructured_mask
 from hf_prune.surgery.masks import apply_mask
 from hf_prune.surgery.offload import is_offloaded, read_weight_out_in, write_weight_out_in
 from hf_prune.utils import show_progress
@@ -194,8 +194,12 @@ class UnstructuredConfig(SparsityConfig):
         """
         w = read_weight_out_in(module)
         scores = self.score(w, stats)
+        # Same selection as selection.topk.unstructured_mask (ties by position), by a k-th value
+        # threshold instead of a full sort.
         keep = (
-            nm_mask(scores, *self.nm) if self.nm else unstructured_mask(scores, ratio, compare=self.compare)
+            nm_mask(scores, *self.nm)
+            if self.nm
+            else fast_unstructured_mask(scores, ratio, compare=self.compare)
         )
         if is_offloaded(module):
             # accelerate owns an offloaded weight: write the pruned values back instead of a mask.
@@ -203,6 +207,26 @@ class UnstructuredConfig(SparsityConfig):
         else:
             apply_mask(module, keep)
         return scores
+
+
+PROPAGATIONS = ("pruned", "dense")
+
+
+def check_propagation(value: str) -> None:
+    """Validate a calibrated method's ``propagation`` field.
+
+    Args:
+        value: ``"pruned"`` or ``"dense"``.
+
+    Raises:
+        ValueError: For any other value.
+    """
+    if value not in PROPAGATIONS:
+        raise ValueError(
+            f"propagation must be one of {PROPAGATIONS} ('pruned': the next block is calibrated on the "
+            f"pruned block's outputs, as in the papers; 'dense': on the dense outputs, one pass per block), "
+            f"got {value!r}."
+        )
 
 
 def _new_stats(kind: str, module: nn.Module) -> dict[str, StatCollector]:
@@ -435,7 +459,10 @@ def run_unstructured(
             for i in range(len(refs)):
                 prune_one(i, grad_stats[i])
     elif config.needs:
-        _calibrated_pass(model, refs, config.needs, ctx, config.method, prune_one, recompute=True)
+        # "pruned" propagation (the papers' setting) runs each block twice: once for its statistics,
+        # once more after pruning so the next block sees the pruned outputs; "dense" runs it once.
+        recompute = getattr(config, "propagation", "pruned") == "pruned"
+        _calibrated_pass(model, refs, config.needs, ctx, config.method, prune_one, recompute=recompute)
     else:
         with torch.no_grad():
             for i in tqdm(range(len(refs)), desc=config.method, disable=not show_progress(ctx.progress)):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 
 from hf_prune.calibration.stats import StatCollector
-from hf_prune.methods.unstructured import UnstructuredConfig
+from hf_prune.methods.unstructured import UnstructuredConfig, check_propagation
 from hf_prune.scoring.wanda import wanda_scores
 
 
@@ -20,6 +20,8 @@ class WandaConfig(UnstructuredConfig):
         sparsity: Target fraction of weights removed, in ``[0, 1)``.
         pattern: ``"unstructured"`` or ``"N:M"``.
         allocation: ``"uniform"``, ``"global"``, ``AlphaAllocation`` or ``OWLAllocation``.
+        propagation: ``"pruned"`` (default, as the paper) or ``"dense"`` (one forward per block; the
+            next block's statistics come from the dense outputs).
         target_modules: Patterns of projections to prune.
         exclude_modules: Patterns never pruned.
     """
@@ -30,6 +32,18 @@ class WandaConfig(UnstructuredConfig):
     )
     needs: ClassVar[str] = "sq_norm"
     compare: ClassVar[str] = "row"
+
+    propagation: str = field(
+        default="pruned",
+        metadata={
+            "help": "'pruned' (the paper: each block calibrated on the pruned previous blocks' outputs, "
+            "two passes per block) or 'dense' (dense outputs, one pass per block)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_propagation(self.propagation)
 
     def score(self, weight: torch.Tensor, stats: dict[str, StatCollector]) -> torch.Tensor:
         """Wanda scores from the accumulated squared input norms.

@@ -9,7 +9,9 @@ the original lived on disk, so the model never has to fit in memory at once.
 
 from __future__ import annotations
 
+import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -120,3 +122,71 @@ def materialize_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> 
             if _hook(module) is not None:
                 state[key] = read_param(module, pname)
     return state
+
+
+def save_weights_streaming(
+    model: nn.Module, folder: str | os.PathLike[str], max_shard_size: int | str = "500MB"
+) -> list[Path]:
+    """Write ``model``'s weights as safetensors shards, one shard in memory at a time.
+
+    ``transformers``' ``save_pretrained(state_dict=...)`` needs every tensor of the state dict up
+    front: for a masked model that means a masked copy of every pruned weight at once (as large as the
+    targeted weights), and for an accelerate-offloaded model every offloaded weight read back into
+    RAM. Here the shard plan is made from the stored tensors (no copies; offloaded ones are meta
+    placeholders), then each shard's tensors are produced (masked weights as ``weight * mask``,
+    offloaded weights read from their weights map), written, and dropped before the next shard, so the
+    extra memory is one shard (plus its serialization buffer) whatever the model's size.
+
+    Tied weights are removed as ``transformers`` does (the key it expects on reload is kept), keys are
+    the in-memory names (what ``save_pretrained(..., save_original_format=False)`` writes), and a
+    sharded save writes ``model.safetensors.index.json``. Only the weights are written: save the
+    config (and anything else) separately.
+
+    Args:
+        model: The model (may carry hf_prune masks and accelerate offload hooks).
+        folder: Destination folder (created if missing).
+        max_shard_size: Largest shard, in bytes or as ``"500MB"``; bounds the extra peak memory.
+
+    Returns:
+        The shard files written.
+    """
+    import json
+
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save_file
+    from transformers.modeling_utils import remove_tied_weights_from_state_dict
+
+    from hf_prune.surgery.masks import masked_modules
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict(keep_vars=False)
+    masked: dict[str, nn.Module] = {}
+    for name, module in masked_modules(model):
+        prefix = f"{name}." if name else ""
+        original = state.pop(f"{prefix}parametrizations.weight.original")
+        # The dense stored tensor stands in for the masked one while planning (same size, own storage).
+        state[f"{prefix}weight"] = original
+        masked[f"{prefix}weight"] = module
+    state = remove_tied_weights_from_state_dict(state, model)
+    split = split_torch_state_dict_into_shards(
+        state, filename_pattern="model{suffix}.safetensors", max_shard_size=max_shard_size
+    )
+    written = []
+    for shard_file, names in split.filename_to_tensors.items():
+        shard: dict[str, torch.Tensor] = {}
+        for key in names:
+            tensor = state.pop(key)
+            if key in masked:
+                tensor = masked[key].weight.detach()
+            elif tensor.is_meta:
+                module_name, _, pname = key.rpartition(".")
+                tensor = read_param(model.get_submodule(module_name) if module_name else model, pname)
+            shard[key] = tensor.contiguous()
+        save_file(shard, str(out / shard_file), metadata={"format": "pt"})
+        written.append(out / shard_file)
+        del shard
+    if split.is_sharded:
+        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return written

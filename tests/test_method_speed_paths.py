@@ -1,0 +1,171 @@
+"""The fast paths of issue 16: sort-free selection, shared statistics, dense propagation, streamed saves."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers as T
+from families import CharTokenizer, logits, make_model
+from test_unstructured import CALIB
+
+from hf_prune import SparseGPTConfig, WandaConfig, prune
+from hf_prune.calibration.runner import run_sequential
+from hf_prune.calibration.stats import InputHessian, InputSqNorm, attach
+from hf_prune.scoring.select import fast_unstructured_mask, lowest_k_mask
+from hf_prune.selection.topk import unstructured_mask
+from hf_prune.surgery.masks import get_mask, masked_modules
+from hf_prune.surgery.offload import save_weights_streaming
+
+
+@pytest.mark.parametrize("compare", ["layer", "row"])
+def test_fast_mask_equals_stable_sort_mask_with_ties(compare):
+    g = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        rows, cols = torch.randint(1, 12, (2,), generator=g).tolist()
+        # Few distinct values: many ties, where only a position-stable rule gives the same set.
+        scores = torch.randint(0, 3, (rows, cols), generator=g).float()
+        sparsity = [0.0, 1.0, 0.3, 0.5, 0.77][trial % 5]
+        assert torch.equal(
+            fast_unstructured_mask(scores, sparsity, compare), unstructured_mask(scores, sparsity, compare)
+        )
+
+
+def test_lowest_k_mask_counts_and_errors():
+    scores = torch.tensor([[3.0, 1.0, 1.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
+    low = lowest_k_mask(scores, torch.tensor([2, 3]))
+    assert low.tolist() == [[False, True, True, False], [True, True, True, False]]
+    with pytest.raises(ValueError, match="counts must be in"):
+        lowest_k_mask(scores, torch.tensor([5, 0]))
+
+
+def test_shared_statistics_equal_independent_ones():
+    """q/k/v (and gate/up) read one tensor: the shared update must give each collector the same sums."""
+    model, fam = make_model("llama")
+    batches = [{"input_ids": fam.inputs["input_ids"]}] * 2
+    got: dict[str, torch.Tensor] = {}
+
+    def collectors(i, block):
+        return {
+            f"{i}.{n}.{kind}": (m, cls(m.in_features))
+            for n, m in block.named_modules()
+            if isinstance(m, torch.nn.Linear)
+            for kind, cls in (("h", InputHessian), ("s", InputSqNorm))
+        }
+
+    def on_block(i, block, stats):
+        for k, c in stats.items():
+            got[k] = (c.sum_xxt if isinstance(c, InputHessian) else c.sum_sq).clone()
+
+    run_sequential(model, batches, collectors=collectors, on_block=on_block, recompute=False, progress=False)
+    # Reference: independent hooks (no sharing) on block 0 with the same inputs.
+    block = model.model.layers[0]
+    ref = {
+        f"0.{n}.h": InputHessian(m.in_features)
+        for n, m in block.named_modules()
+        if isinstance(m, torch.nn.Linear)
+    }
+    handles = [attach(block.get_submodule(k.split(".", 1)[1][:-2]), c) for k, c in ref.items()]
+    with torch.no_grad():
+        for b in batches:
+            model(**b, use_cache=False)
+    for h in handles:
+        h.remove()
+    assert ref
+    for k, c in ref.items():
+        torch.testing.assert_close(got[k], c.sum_xxt, rtol=1e-5, atol=1e-4)
+    # q and k really did share one computation (equal sums), and gate != down (different inputs).
+    torch.testing.assert_close(got["0.self_attn.q_proj.h"], got["0.self_attn.k_proj.h"])
+
+
+@pytest.mark.parametrize("cls", [WandaConfig, SparseGPTConfig])
+def test_dense_propagation_prunes_block0_the_same_and_differs_later(cls):
+    pruned = {}
+    for prop in ("pruned", "dense"):
+        model, _ = make_model("llama")
+        pm = prune(
+            model,
+            cls(sparsity=0.5, propagation=prop),
+            calibration=CALIB,
+            tokenizer=CharTokenizer(),
+            progress=False,
+        )
+        pruned[prop] = {n: get_mask(m) for n, m in masked_modules(pm.base_model)}
+        assert abs(pm.report.sparsity - 0.5) < 0.01
+    first = [n for n in pruned["pruned"] if ".layers.0." in n]
+    assert first and all(torch.equal(pruned["pruned"][n], pruned["dense"][n]) for n in first)
+    later = [n for n in pruned["pruned"] if ".layers.0." not in n]
+    assert any(not torch.equal(pruned["pruned"][n], pruned["dense"][n]) for n in later)
+    with pytest.raises(ValueError, match="propagation must be one of"):
+        cls(propagation="sideways")
+
+
+def test_streamed_save_of_a_masked_model_reloads_identically(tmp_path):
+    model, fam = make_model("llama")
+    pm = prune(model, WandaConfig(sparsity=0.5), calibration=CALIB, tokenizer=CharTokenizer(), progress=False)
+    expected = logits(pm.base_model, fam.inputs)
+    files = save_weights_streaming(pm.base_model, tmp_path, max_shard_size="20KB")
+    pm.base_model.config.save_pretrained(tmp_path)
+    assert len(files) > 1 and (tmp_path / "model.safetensors.index.json").is_file()
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert not any("parametrizations" in k for k in index["weight_map"])
+    again = T.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(logits(again, fam.inputs), expected)
+    assert masked_modules(pm.base_model)  # the caller's masks stay live (still reversible)
+
+
+def test_streamed_save_of_an_offloaded_model_reloads_identically(tmp_path):
+    torch.manual_seed(0)
+    cfg = T.LlamaConfig(
+        vocab_size=96,
+        hidden_size=128,
+        intermediate_size=344,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    T.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "dense")
+    model = T.AutoModelForCausalLM.from_pretrained(
+        tmp_path / "dense",
+        device_map="auto",
+        max_memory={"cpu": "400KB"},
+        offload_folder=str(tmp_path / "off"),
+    )
+    assert "disk" in set(model.hf_device_map.values())
+    pm = prune(model, WandaConfig(sparsity=0.5), calibration=CALIB, tokenizer=CharTokenizer(), progress=False)
+    x = torch.randint(3, 90, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = pm(input_ids=x).logits
+    save_weights_streaming(pm.base_model, tmp_path / "out", max_shard_size="100KB")
+    pm.base_model.config.save_pretrained(tmp_path / "out")
+    again = T.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=x).logits, expected)
+    zeros = sum(int((m.weight == 0).sum()) for n, m in again.named_modules() if n.endswith("down_proj"))
+    assert zeros > 0  # the pruned values (written back into the weights map) were saved
+
+
+def test_collectors_without_delta_still_work_in_the_runner():
+    """A custom collector that implements only update() is fed every batch, unshared."""
+    from hf_prune.calibration.stats import StatCollector
+
+    class Count(StatCollector):
+        def update(self, x):
+            self.tokens += x.shape[0]
+
+    model, fam = make_model("llama")
+    seen = {}
+
+    def collectors(i, block):
+        return {n: (m, Count()) for n, m in block.named_modules() if n.endswith(("q_proj", "k_proj"))}
+
+    run_sequential(
+        model,
+        [{"input_ids": fam.inputs["input_ids"]}],
+        collectors=collectors,
+        on_block=lambda i, block, st: seen.update({f"{i}.{k}": c.tokens for k, c in st.items()}),
+        recompute=False,
+        progress=False,
+    )
+    assert seen and set(seen.values()) == {fam.inputs["input_ids"].numel()}
