@@ -96,6 +96,71 @@ def _environment(inputs: torch.Tensor, repeats: int, warmup: int) -> dict[str, A
     }
 
 
+def time_runs(run: Callable[[], float], *, repeats: int, warmup: int, numel: int) -> dict[str, float]:
+    """Time one model with the protocol above: ``warmup`` untimed calls, then the median of ``repeats``.
+
+    Shared by the PyTorch and the ONNX Runtime measurements, so both report the same way.
+
+    Args:
+        run: One forward pass; returns its wall time in milliseconds.
+        repeats: Timed calls.
+        warmup: Untimed calls first.
+        numel: Tokens per call (for ``tokens_per_s``).
+
+    Returns:
+        ``{"median_ms", "min_ms", "max_ms", "tokens_per_s"}``.
+    """
+    for _ in range(warmup):
+        run()
+    times = [run() for _ in range(repeats)]
+    median = statistics.median(times)
+    return {
+        "median_ms": median,
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "tokens_per_s": numel / (median / 1000.0),
+    }
+
+
+def time_interleaved(
+    run_a: Callable[[], float],
+    run_b: Callable[[], float],
+    *,
+    repeats: int,
+    warmup: int,
+    numel_a: int,
+    numel_b: int,
+) -> dict[str, float]:
+    """Time a baseline and a candidate with interleaved calls (A, B, A, B, ...) and report the speedup.
+
+    Args:
+        run_a: One forward pass of the baseline; returns milliseconds.
+        run_b: One forward pass of the candidate; returns milliseconds.
+        repeats: Timed calls per model.
+        warmup: Untimed calls per model first.
+        numel_a: Tokens per baseline call.
+        numel_b: Tokens per candidate call.
+
+    Returns:
+        ``{"baseline_ms", "pruned_ms", "speedup", "baseline_tokens_per_s", "pruned_tokens_per_s"}``.
+    """
+    for _ in range(warmup):
+        run_a()
+        run_b()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        times_a.append(run_a())
+        times_b.append(run_b())
+    base, cand = statistics.median(times_a), statistics.median(times_b)
+    return {
+        "baseline_ms": base,
+        "pruned_ms": cand,
+        "speedup": base / cand,
+        "baseline_tokens_per_s": numel_a / (base / 1000.0),
+        "pruned_tokens_per_s": numel_b / (cand / 1000.0),
+    }
+
+
 def measure_latency(
     model: nn.Module,
     *,
@@ -128,18 +193,8 @@ def measure_latency(
     _check_int("warmup", warmup, 0)
     inputs = _inputs(model, input_ids, batch_size, seqlen, seed).to(_infer_device(model))
     with _eval_mode(model), torch.inference_mode():
-        run = _timer(model, inputs)
-        for _ in range(warmup):
-            run()
-        times = [run() for _ in range(repeats)]
-    median = statistics.median(times)
-    return {
-        "median_ms": median,
-        "min_ms": min(times),
-        "max_ms": max(times),
-        "tokens_per_s": inputs.numel() / (median / 1000.0),
-        **_environment(inputs, repeats, warmup),
-    }
+        stats = time_runs(_timer(model, inputs), repeats=repeats, warmup=warmup, numel=inputs.numel())
+    return {**stats, **_environment(inputs, repeats, warmup)}
 
 
 def compare_latency(
@@ -181,22 +236,10 @@ def compare_latency(
     inputs = _inputs(baseline, input_ids, batch_size, seqlen, seed)
     a_in, b_in = inputs.to(_infer_device(baseline)), inputs.to(_infer_device(candidate))
     with _eval_mode(baseline), _eval_mode(candidate), torch.inference_mode():
-        run_a, run_b = _timer(baseline, a_in), _timer(candidate, b_in)
-        for _ in range(warmup):
-            run_a()
-            run_b()
-        times_a, times_b = [], []
-        for _ in range(repeats):
-            times_a.append(run_a())
-            times_b.append(run_b())
-    base, cand = statistics.median(times_a), statistics.median(times_b)
-    result: dict[str, Any] = {
-        "baseline_ms": base,
-        "pruned_ms": cand,
-        "speedup": base / cand,
-        "baseline_tokens_per_s": a_in.numel() / (base / 1000.0),
-        "pruned_tokens_per_s": b_in.numel() / (cand / 1000.0),
-    }
+        result: dict[str, Any] = time_interleaved(
+            _timer(baseline, a_in), _timer(candidate, b_in), repeats=repeats, warmup=warmup,
+            numel_a=a_in.numel(), numel_b=b_in.numel(),
+        )  # fmt: skip
     if flops:
         result["baseline_flops"] = count_flops(baseline, a_in)
         result["pruned_flops"] = count_flops(candidate, b_in)

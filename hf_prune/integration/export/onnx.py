@@ -47,7 +47,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import tempfile
 import time
 from collections.abc import Mapping
@@ -57,6 +56,8 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+
+from hf_prune.evaluation.speed import time_interleaved, time_runs
 
 #: Files of an export folder that hold the graph and its weights.
 ONNX_FILE = "model.onnx"
@@ -493,17 +494,8 @@ def measure_onnx_latency(
     ids = input_ids if input_ids is not None else _random_ids(path, batch_size, seqlen, seed)
     (session,) = _sessions([path], n_threads)
     run = _ort_timer(session, _feeds(session, {"input_ids": ids}))
-    for _ in range(warmup):
-        run()
-    times = [run() for _ in range(repeats)]
-    median = statistics.median(times)
-    return {
-        "median_ms": median,
-        "min_ms": min(times),
-        "max_ms": max(times),
-        "tokens_per_s": ids.numel() / (median / 1000.0),
-        **_environment(ids, repeats, warmup, n_threads),
-    }
+    stats = time_runs(run, repeats=repeats, warmup=warmup, numel=ids.numel())
+    return {**stats, **_environment(ids, repeats, warmup, n_threads)}
 
 
 def compare_onnx_latency(
@@ -541,19 +533,7 @@ def compare_onnx_latency(
     sa, sb = _sessions([baseline, candidate], n_threads)
     run_a = _ort_timer(sa, _feeds(sa, {"input_ids": ids}))
     run_b = _ort_timer(sb, _feeds(sb, {"input_ids": ids}))
-    for _ in range(warmup):
-        run_a()
-        run_b()
-    times_a, times_b = [], []
-    for _ in range(repeats):
-        times_a.append(run_a())
-        times_b.append(run_b())
-    base, cand = statistics.median(times_a), statistics.median(times_b)
-    return {
-        "baseline_ms": base,
-        "pruned_ms": cand,
-        "speedup": base / cand,
-        "baseline_tokens_per_s": ids.numel() / (base / 1000.0),
-        "pruned_tokens_per_s": ids.numel() / (cand / 1000.0),
-        **_environment(ids, repeats, warmup, n_threads),
-    }
+    stats = time_interleaved(
+        run_a, run_b, repeats=repeats, warmup=warmup, numel_a=ids.numel(), numel_b=ids.numel()
+    )
+    return {**stats, **_environment(ids, repeats, warmup, n_threads)}
