@@ -10,7 +10,7 @@ from torch import nn
 
 from hf_prune.calibration.stats import InputHessian, StatCollector
 from hf_prune.config import check_range
-from hf_prune.methods.unstructured import UnstructuredConfig, check_propagation
+from hf_prune.methods.unstructured import UnstructuredConfig, check_propagation, propagation_field
 from hf_prune.scoring.sparsegpt import sparsegpt_prune
 from hf_prune.surgery.masks import apply_mask, has_mask, remove_mask
 from hf_prune.surgery.offload import is_offloaded, read_weight_out_in, write_weight_out_in
@@ -42,13 +42,7 @@ class SparseGPTConfig(UnstructuredConfig):
 
     blocksize: int = field(default=128, metadata={"help": "Columns per lazy-update block."})
     percdamp: float = field(default=0.01, metadata={"help": "Dampening, fraction of mean diag(H)."})
-    propagation: str = field(
-        default="pruned",
-        metadata={
-            "help": "'pruned' (the paper: each block calibrated on the pruned previous blocks' outputs, "
-            "two passes per block) or 'dense' (dense outputs, one pass per block)."
-        },
-    )
+    propagation: str = propagation_field()
 
     def __post_init__(self) -> None:
         super().__post_init__()

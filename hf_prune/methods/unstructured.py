@@ -212,6 +212,21 @@ class UnstructuredConfig(SparsityConfig):
 PROPAGATIONS = ("pruned", "dense")
 
 
+def propagation_field() -> Any:
+    """The ``propagation`` dataclass field shared by the calibrated methods (Wanda, SparseGPT).
+
+    Returns:
+        A ``dataclasses.field`` defaulting to ``"pruned"``; validate it with :func:`check_propagation`.
+    """
+    return field(
+        default="pruned",
+        metadata={
+            "help": "'pruned' (the paper: each block calibrated on the pruned previous blocks' outputs, "
+            "two passes per block) or 'dense' (dense outputs, one pass per block)."
+        },
+    )
+
+
 def check_propagation(value: str) -> None:
     """Validate a calibrated method's ``propagation`` field.
 

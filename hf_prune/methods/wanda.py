@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from hf_prune.calibration.stats import StatCollector
-from hf_prune.methods.unstructured import UnstructuredConfig, check_propagation
+from hf_prune.methods.unstructured import UnstructuredConfig, check_propagation, propagation_field
 from hf_prune.scoring.wanda import wanda_scores
 
 
@@ -33,13 +33,7 @@ class WandaConfig(UnstructuredConfig):
     needs: ClassVar[str] = "sq_norm"
     compare: ClassVar[str] = "row"
 
-    propagation: str = field(
-        default="pruned",
-        metadata={
-            "help": "'pruned' (the paper: each block calibrated on the pruned previous blocks' outputs, "
-            "two passes per block) or 'dense' (dense outputs, one pass per block)."
-        },
-    )
+    propagation: str = propagation_field()
 
     def __post_init__(self) -> None:
         super().__post_init__()

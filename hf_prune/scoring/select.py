@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from hf_prune.selection.topk import num_to_prune
+from hf_prune.selection.topk import prune_groups
 
 __all__ = ["fast_unstructured_mask", "lowest_k_mask"]
 
@@ -99,13 +99,5 @@ def fast_unstructured_mask(scores: torch.Tensor, sparsity: float, compare: str =
     Raises:
         ValueError: For a sparsity outside ``[0, 1]`` or an unknown ``compare`` mode.
     """
-    if not 0.0 <= float(sparsity) <= 1.0:
-        raise ValueError(f"sparsity must be in [0, 1], got {sparsity!r}.")
-    if compare not in ("layer", "row"):
-        raise ValueError(f"compare must be 'layer' or 'row', got {compare!r}.")
-    flat = scores.reshape(1, -1) if compare == "layer" else scores.reshape(scores.shape[0], -1)
-    rows, cols = flat.shape
-    total = num_to_prune(rows * cols, sparsity)
-    counts = torch.full((rows,), total // max(rows, 1), dtype=torch.long)
-    counts[: total % max(rows, 1)] += 1
+    flat, counts = prune_groups(scores, sparsity, compare)
     return (~lowest_k_mask(flat, counts)).reshape(scores.shape)

@@ -18,6 +18,36 @@ def num_to_prune(numel: int, sparsity: float) -> int:
     return round(float(sparsity) * numel)
 
 
+def prune_groups(scores: torch.Tensor, sparsity: float, compare: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate the arguments and return the comparison groups and how many to prune in each.
+
+    Args:
+        scores: Importance scores shaped like the weight ``[out, in]``.
+        sparsity: Fraction of weights to remove, in ``[0, 1]``.
+        compare: ``"layer"`` (one group) or ``"row"`` (one group per output row).
+
+    Returns:
+        ``(flat, counts)``: the scores as ``[groups, group_size]`` and a ``long`` tensor of counts to prune
+        per group, summing to exactly ``round(sparsity * numel)``.
+
+    Raises:
+        ValueError: For a sparsity outside ``[0, 1]`` or an unknown ``compare`` mode.
+    """
+    if not 0.0 <= float(sparsity) <= 1.0:
+        raise ValueError(f"sparsity must be in [0, 1], got {sparsity!r}.")
+    if compare not in ("layer", "row"):
+        raise ValueError(f"compare must be 'layer' or 'row', got {compare!r}.")
+    flat = scores.reshape(1, -1) if compare == "layer" else scores.reshape(scores.shape[0], -1)
+    rows, cols = flat.shape
+    total = num_to_prune(rows * cols, sparsity)
+    # The layer's count is exact; with row-wise comparison it is spread over the rows as evenly as
+    # possible (the first `total % rows` rows prune one more), instead of rounding every row, which
+    # would miss the layer's target by up to rows/2 weights.
+    counts = torch.full((rows,), total // max(rows, 1), dtype=torch.long)
+    counts[: total % max(rows, 1)] += 1
+    return flat, counts
+
+
 def unstructured_mask(scores: torch.Tensor, sparsity: float, compare: str = "layer") -> torch.Tensor:
     """Keep-mask that zeros exactly ``round(sparsity * n)`` lowest-scored weights per comparison group.
 
@@ -37,20 +67,10 @@ def unstructured_mask(scores: torch.Tensor, sparsity: float, compare: str = "lay
     Raises:
         ValueError: For a sparsity outside ``[0, 1]`` or an unknown ``compare`` mode.
     """
-    if not 0.0 <= float(sparsity) <= 1.0:
-        raise ValueError(f"sparsity must be in [0, 1], got {sparsity!r}.")
-    if compare not in ("layer", "row"):
-        raise ValueError(f"compare must be 'layer' or 'row', got {compare!r}.")
-    flat = scores.reshape(1, -1) if compare == "layer" else scores.reshape(scores.shape[0], -1)
+    flat, per_row = prune_groups(scores, sparsity, compare)
     rows, cols = flat.shape
-    total = num_to_prune(rows * cols, sparsity)
-    # The layer's count is exact; with row-wise comparison it is spread over the rows as evenly as
-    # possible (the first `total % rows` rows prune one more), instead of rounding every row, which
-    # would miss the layer's target by up to rows/2 weights.
-    per_row = torch.full((rows,), total // rows, dtype=torch.long)
-    per_row[: total % rows] += 1
     mask = torch.ones_like(flat, dtype=torch.bool)
-    if total > 0:
+    if int(per_row.sum()) > 0:
         order = torch.argsort(flat.float(), dim=1, stable=True)
         ranks = torch.empty_like(order)
         ranks.scatter_(1, order, torch.arange(cols, device=order.device).expand(rows, cols))
