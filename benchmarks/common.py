@@ -84,3 +84,55 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         return (self.peak - self.start) / 2**20
+
+
+class ByteTokenizer:
+    """Bytes as token ids: enough to calibrate a random-weight model (scores do not matter here)."""
+
+    def __call__(self, text: str, return_tensors: str | None = None, add_special_tokens: bool = False) -> Any:
+        import torch
+
+        return {"input_ids": torch.tensor([[3 + b for b in text.encode()]])}
+
+
+def byte_calibration(tag: str) -> Any:
+    """A small calibration set of repeated text, for :class:`ByteTokenizer` on random-weight models."""
+    from hf_prune import CalibrationConfig
+
+    return CalibrationConfig(
+        dataset=[f"{tag} calibration text {i} " * 20 for i in range(8)], nsamples=4, seqlen=64
+    )
+
+
+def add_llama_args(parser: Any) -> None:
+    """The random Llama shape and timing options shared by the speed benchmarks (125M by default)."""
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--intermediate", type=int, default=2048)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--kv-heads", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--seqlen", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+
+
+def random_llama(args: Any) -> Any:
+    """Set the thread count and seed, and build the random-init Llama that ``add_llama_args`` describes."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        max_position_embeddings=max(2048, args.seqlen),
+        tie_word_embeddings=False,
+    )
+    return AutoModelForCausalLM.from_config(config).eval()

@@ -20,51 +20,25 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoModelForCausalLM, LlamaConfig
-
-from benchmarks.common import RESULTS, print_table, write_results
-from hf_prune import BlockInfluenceConfig, CalibrationConfig, StructuredMagnitudeConfig, prune
-
-
-class _ByteTokenizer:
-    """Bytes as token ids: enough to calibrate a random-weight model (scores do not matter here)."""
-
-    def __call__(self, text: str, return_tensors: str | None = None, add_special_tokens: bool = False) -> Any:
-        return {"input_ids": torch.tensor([[3 + b for b in text.encode()]])}
-
-
-CALIB = CalibrationConfig(
-    dataset=[f"speed calibration text {i} " * 20 for i in range(8)], nsamples=4, seqlen=64
+from benchmarks.common import (
+    RESULTS,
+    ByteTokenizer,
+    add_llama_args,
+    byte_calibration,
+    print_table,
+    random_llama,
+    write_results,
 )
+from hf_prune import BlockInfluenceConfig, StructuredMagnitudeConfig, prune
+
+CALIB = byte_calibration("speed")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--intermediate", type=int, default=2048)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--kv-heads", type=int, default=4)
-    parser.add_argument("--vocab", type=int, default=32000)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--seqlen", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
+    add_llama_args(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        intermediate_size=args.intermediate,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        num_key_value_heads=args.kv_heads,
-        max_position_embeddings=max(2048, args.seqlen),
-        tie_word_embeddings=False,
-    )
-    dense = AutoModelForCausalLM.from_config(config).eval()
+    dense = random_llama(args)
     params = sum(p.numel() for p in dense.parameters())
     print(f"dense Llama: {params / 1e6:.1f}M parameters")
     cases = [
@@ -77,7 +51,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for name, cfg in cases:
         pruned = prune(
-            copy.deepcopy(dense), cfg, calibration=CALIB, tokenizer=_ByteTokenizer(), progress=False
+            copy.deepcopy(dense), cfg, calibration=CALIB, tokenizer=ByteTokenizer(), progress=False
         )
         speed = pruned.measure_speed(
             dense, batch_size=args.batch_size, seqlen=args.seqlen, repeats=args.repeats
