@@ -293,7 +293,7 @@ class PruningCallback(TrainerCallback):
             for name, mask in self._masks.items():
                 grad = self._modules[name].weight.grad
                 if grad is not None:
-                    grad.mul_(mask.to(grad.device, grad.dtype))
+                    grad.mul_(mask.to(grad.device))
 
     def on_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -471,10 +471,11 @@ class PruningCallback(TrainerCallback):
         self._enforce()
 
     def _enforce(self) -> None:
+        # In-place multiply by the bool mask: no float copy of the mask on every optimizer step.
         with torch.no_grad():
             for name, mask in self._masks.items():
                 weight = self._modules[name].weight
-                weight.mul_(mask.to(weight.device, weight.dtype))
+                weight.mul_(mask.to(weight.device))
 
     def _prune(self, sparsity: float, step: int, model: PreTrainedModel, optimizer: Any) -> None:
         """Run the method at ``sparsity`` and take over its masks (or swap shrunk parameters in)."""
@@ -498,7 +499,12 @@ class PruningCallback(TrainerCallback):
             calibration=self.calibration, tokenizer=self.tokenizer, progress=False, batches=batches,
             pruned=self.pruned,
         )  # fmt: skip
-        before = {id(p): (m, n, p) for m in model.modules() for n, p in m.named_parameters(recurse=False)}
+        # Width surgery replaces parameters: remember where each lived, to swap the new ones in.
+        before = (
+            {id(p): (m, n, p) for m in model.modules() for n, p in m.named_parameters(recurse=False)}
+            if self.mode == "shrink"
+            else {}
+        )
         was_training = model.training
         model.eval()
         self._busy = True
@@ -558,7 +564,7 @@ class PruningCallback(TrainerCallback):
                 entry = state.get(self._modules[name].weight)
                 for value in (entry or {}).values():
                     if isinstance(value, torch.Tensor) and value.shape == mask.shape:
-                        value.mul_(mask.to(value.device, value.dtype))
+                        value.mul_(mask.to(value.device))
 
     def _swap_optimizer_params(self, optimizer: Any, before: dict[int, tuple[nn.Module, str, Any]]) -> None:
         opt = getattr(optimizer, "optimizer", optimizer)
