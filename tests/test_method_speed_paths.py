@@ -13,7 +13,8 @@ from test_unstructured import CALIB
 from hf_prune import SparseGPTConfig, WandaConfig, prune
 from hf_prune.calibration.runner import run_sequential
 from hf_prune.calibration.stats import InputHessian, InputSqNorm, attach
-from hf_prune.scoring.select import fast_unstructured_mask, lowest_k_mask
+from hf_prune.scoring import select
+from hf_prune.scoring.select import fast_unstructured_mask, kth_smallest, lowest_k_mask
 from hf_prune.selection.topk import unstructured_mask
 from hf_prune.surgery.masks import get_mask, masked_modules
 from hf_prune.surgery.offload import save_weights_streaming
@@ -30,6 +31,38 @@ def test_fast_mask_equals_stable_sort_mask_with_ties(compare):
         assert torch.equal(
             fast_unstructured_mask(scores, sparsity, compare), unstructured_mask(scores, sparsity, compare)
         )
+
+
+def test_kth_smallest_equals_kthvalue_on_large_layers_with_ties_and_structure(monkeypatch):
+    """The sampled bracket must give torch.kthvalue's exact answer, also when it misses (fallback)."""
+    g = torch.Generator().manual_seed(1)
+    n = 3 * select._SAMPLE_MIN_NUMEL + 7
+    cases = {
+        "continuous": torch.randn(n, generator=g).abs(),
+        "ties": torch.randint(0, 5, (n,), generator=g).float(),
+        # Sorted by position: a strided (not random) sample would bracket nothing useful.
+        "sorted": torch.linspace(0, 1, n),
+        "one value dominates": torch.cat([torch.zeros(n - 100), torch.rand(100, generator=g)]),
+    }
+    for name, values in cases.items():
+        for k in (1, 2, n // 10, n // 2, n - 1, n):
+            assert torch.equal(kth_smallest(values, k), torch.kthvalue(values, k).values), (name, k)
+    # A zero-width bracket misses almost always: the exact fallback must then run.
+    monkeypatch.setattr(select, "_BRACKET", 0.0)
+    values = cases["continuous"]
+    for k in (n // 3, n // 2):
+        assert torch.equal(kth_smallest(values, k), torch.kthvalue(values, k).values)
+    with pytest.raises(ValueError, match="k must be in"):
+        kth_smallest(values, 0)
+
+
+def test_fast_mask_on_a_whole_layer_equals_the_sort_mask():
+    """Layer-wise comparison of a projection-sized tensor goes through the sampled k-th value."""
+    g = torch.Generator().manual_seed(2)
+    scores = torch.randn(300, 700, generator=g).abs()
+    scores[:, :50] = 0.5  # a block of ties right at a plausible cut
+    for sparsity in (0.1, 0.5, 0.7):
+        assert torch.equal(fast_unstructured_mask(scores, sparsity), unstructured_mask(scores, sparsity))
 
 
 def test_lowest_k_mask_counts_and_errors():

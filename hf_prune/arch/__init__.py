@@ -158,11 +158,15 @@ def linear_in_out(module: nn.Module) -> tuple[int, int]:
     Args:
         module: An ``nn.Linear`` or ``Conv1D``.
     """
+    if not isinstance(module, (nn.Linear, Conv1D)):
+        raise TypeError(f"Expected nn.Linear or Conv1D, got {type(module).__name__}.")
+    # The stored tensor's shape: reading ``module.weight`` of a masked module would compute the
+    # masked weight just to learn its shape.
+    params = getattr(module, "parametrizations", None)
+    stored = params["weight"].original if params is not None and "weight" in params else module.weight
     if isinstance(module, Conv1D):
-        return int(module.weight.shape[0]), int(module.weight.shape[1])
-    if isinstance(module, nn.Linear):
-        return int(module.weight.shape[1]), int(module.weight.shape[0])
-    raise TypeError(f"Expected nn.Linear or Conv1D, got {type(module).__name__}.")
+        return int(stored.shape[0]), int(stored.shape[1])
+    return int(stored.shape[1]), int(stored.shape[0])
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def count_nonzero(model: nn.Module) -> int:
     for name, p in model.named_parameters():  # shared (tied) tensors are listed once
         if name.endswith(suffix):
             owner = model.get_submodule(name[: -len(suffix)])
-            total += int(torch.count_nonzero(owner.weight.detach()))
+            total += mask_ops.count_nonzero_weight(owner)
         elif p.is_meta:  # offloaded by accelerate: count the values in its weights map
             module_name, _, pname = name.rpartition(".")
             total += int(torch.count_nonzero(read_param(model.get_submodule(module_name), pname)))

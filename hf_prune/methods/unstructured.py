@@ -32,7 +32,7 @@ from hf_prune.methods.base import PruneContext, SparsityConfig
 from hf_prune.report import LayerReport, score_summary
 from hf_prune.scoring.select import fast_unstructured_mask
 from hf_prune.selection.nm import nm_mask, nm_sparsity, parse_pattern
-from hf_prune.surgery.masks import apply_mask
+from hf_prune.surgery.masks import apply_mask, count_nonzero_weight
 from hf_prune.surgery.offload import is_offloaded, read_weight_out_in, write_weight_out_in
 from hf_prune.utils import show_progress
 
@@ -451,19 +451,23 @@ def run_unstructured(
     def prune_one(i: int, stats: dict[str, StatCollector]) -> None:
         ref = refs[i]
         scores = config.prune_layer(ref.module, float(ratios[i]), stats)
-        w = read_weight_out_in(ref.module)
-        nz = int(torch.count_nonzero(w.detach()))
+        numel = int(np.prod(linear_in_out(ref.module)))
+        nz = (
+            int(torch.count_nonzero(read_weight_out_in(ref.module)))
+            if is_offloaded(ref.module)
+            else count_nonzero_weight(ref.module)
+        )
         summary = score_summary(scores)
         if metric_values is not None:
             summary[alloc_info["metric"]] = float(metric_values[i])
         rows[i] = LayerReport(
             name=ref.name,
             kind="linear",
-            params_before=w.numel(),
-            params_after=w.numel(),
+            params_before=numel,
+            params_after=numel,
             nonzero_after=nz,
             ratio_requested=float(ratios[i]),
-            sparsity_measured=1.0 - nz / w.numel(),
+            sparsity_measured=1.0 - nz / numel,
             score=summary,
             stack=ref.stack or None,
             block=ref.block_idx if ref.block_idx >= 0 else None,

@@ -189,6 +189,25 @@ def remove_mask(module: nn.Module, *, make_physical: bool = True) -> None:
     parametrize.remove_parametrizations(module, "weight", leave_parametrized=make_physical)
 
 
+def count_nonzero_weight(module: nn.Module) -> int:
+    """Non-zero entries of the weight the forward pass sees (masked or not), without building it.
+
+    Reading ``module.weight`` of a masked module computes ``where(mask, weight, 0)``: a weight-sized
+    copy per call. Here a dense stored weight (the common case) costs one count over it and one over
+    the mask; only a stored weight that already holds zeros pays for the exact intersection.
+
+    Args:
+        module: A Linear or Conv1D, masked or not (not offloaded: use ``read_param`` for those).
+    """
+    if not has_mask(module) or len(module.parametrizations["weight"]) != 1:
+        return int(torch.count_nonzero(module.weight.detach()))
+    original = module.parametrizations["weight"].original.detach()
+    keep = module.parametrizations["weight"][0].mask.to(original.device)
+    if int(torch.count_nonzero(original)) == original.numel():
+        return int(torch.count_nonzero(keep))
+    return int(torch.count_nonzero(keep.logical_and_(original != 0)))
+
+
 def masked_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Return ``(name, module)`` for every masked module of ``model``.
 

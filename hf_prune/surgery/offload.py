@@ -30,8 +30,11 @@ def is_offloaded(module: nn.Module) -> bool:
     Args:
         module: Any module.
     """
+    # The hook first: reading ``module.weight`` of a masked module computes the masked weight.
+    if _hook(module) is None:
+        return False
     weight = getattr(module, "weight", None)
-    return _hook(module) is not None and isinstance(weight, torch.Tensor) and weight.is_meta
+    return isinstance(weight, torch.Tensor) and weight.is_meta
 
 
 def read_param(module: nn.Module, name: str = "weight") -> torch.Tensor:
