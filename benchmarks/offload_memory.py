@@ -44,6 +44,22 @@ def _build(folder: str) -> int:
     return sum(p.numel() for p in model.parameters()) * 4
 
 
+def _block_bytes() -> int:
+    """fp32 bytes of one decoder block of SETUP (q, k, v, o, gate, up, down and two norms)."""
+    s = SETUP
+    head_dim = s["hidden"] // s["heads"]
+    attn = 2 * s["hidden"] * s["hidden"] + 2 * s["hidden"] * s["kv"] * head_dim
+    return 4 * (attn + 3 * s["hidden"] * s["intermediate"] + 2 * s["hidden"])
+
+
+def _parse_mb(text: str) -> float:
+    units = {"KB": 2**-10, "MB": 1.0, "GB": 2**10}
+    for unit, scale in units.items():
+        if text.upper().endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text) / 2**20
+
+
 def _child(folder: str, mode: str, cap: str, out_logits: str) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
@@ -168,8 +184,22 @@ def main() -> None:
         reload_same = reload_diff <= 1e-5
         for row in rows:
             row.pop("saved")
-    print(f"model fp32 weights: {fp32_bytes / 2**20:.0f} MB; cap: {args.cap}")
+    block_mb = _block_bytes() / 2**20
+    cap_mb = _parse_mb(args.cap)
+    bound_mb = cap_mb + block_mb
+    print(f"model fp32 weights: {fp32_bytes / 2**20:.0f} MB; cap: {args.cap}; one block: {block_mb:.1f} MB")
     print_table(rows)
+    off = next(r for r in rows if r["mode"] == "offloaded")
+
+    def verdict(mb: float) -> str:
+        return "within" if mb <= bound_mb else f"over by {mb - bound_mb:.1f} MB"
+
+    anon_mb, rss_mb = off["peak_anon_rss_above_start_mb"], off["peak_rss_above_start_mb"]
+    print(
+        f"bound cap + one block = {bound_mb:.1f} MB: offloaded peak anonymous RSS {anon_mb:.1f} MB "
+        f"({verdict(anon_mb)}); peak RSS incl. page cache of the memory-mapped offload files "
+        f"{rss_mb:.1f} MB ({verdict(rss_mb)})"
+    )
     print(f"pruned logits identical (atol 1e-4): {same}")
     print(
         f"offloaded model saved shard by shard and reloaded: logits equal (max |diff| {reload_diff:.1e} "
@@ -181,6 +211,8 @@ def main() -> None:
             "setup": SETUP,
             "fp32_mb": fp32_bytes / 2**20,
             "cap": args.cap,
+            "one_block_mb": block_mb,
+            "bound_mb": bound_mb,
             "rows": rows,
             "logits_equal": same,
             "reload_equal": reload_same,

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["PROGRESS_ENV", "quiet_tokenize", "show_progress"]
 
 #: Environment variable that overrides the terminal check of :func:`show_progress`.
@@ -142,3 +144,75 @@ def transformers_progress(progress: bool = True) -> Iterator[None]:
     finally:
         if was_enabled and not wanted:
             hf_logging.enable_progress_bar()
+
+
+_LIBC: Any = False  # False: not looked up yet; None: not glibc
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+_MMAP_THRESHOLD_SET = False
+
+
+def _glibc() -> Any:
+    global _LIBC
+    if _LIBC is False:
+        _LIBC = None
+        if sys.platform.startswith("linux"):
+            import ctypes
+            import ctypes.util
+
+            try:
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt"):  # musl has neither
+                    _LIBC = libc
+            except OSError:
+                _LIBC = None
+    return _LIBC
+
+
+def bound_heap_for_offload(threshold_bytes: int = 1 << 20) -> bool:
+    """Serve allocations above ``threshold_bytes`` from ``mmap`` for the rest of the process (glibc only).
+
+    When a model is larger than memory, accelerate loads each offloaded weight for every forward and
+    drops it after; with glibc's *dynamic* mmap threshold those weight-sized buffers come from the
+    heap, whose freed pages stay in RSS in between: issue 16 measured 100-200 MB of such growth,
+    varying run to run, while pruning a 300 MB model under a 64 MB cap. A fixed threshold returns
+    every large buffer to the system on free, at the cost of a page-fault pass per large allocation
+    (a few percent of an offloaded run, whose disk reads dominate). hf_prune calls this only for
+    models with accelerate-offloaded modules, where bounded memory is the point; it is a process-wide
+    allocator setting and is logged once.
+
+    Args:
+        threshold_bytes: Allocations at least this large use ``mmap``.
+
+    Returns:
+        Whether the setting was applied (``False`` off glibc).
+    """
+    global _MMAP_THRESHOLD_SET
+    libc = _glibc()
+    if libc is None:
+        return False
+    if not _MMAP_THRESHOLD_SET:
+        if libc.mallopt(_M_MMAP_THRESHOLD, int(threshold_bytes)) != 1:
+            return False
+        _MMAP_THRESHOLD_SET = True
+        logger.info(
+            "Offloaded model: allocations >= %d bytes now use mmap (glibc mallopt M_MMAP_THRESHOLD) so "
+            "weights loaded and dropped per forward do not stay in RSS.",
+            threshold_bytes,
+        )
+    return True
+
+
+def release_freed_memory() -> None:
+    """Hand memory that the process has freed back to the operating system (glibc only; else a no-op).
+
+    glibc serves large allocations from ``mmap`` only above a threshold that it *raises* to the size
+    of every mmapped block freed (up to 32 MB). After the first layer-sized temporary is freed, every
+    later score, mask and activation buffer therefore comes from the heap, and freed heap pages stay
+    in the process's RSS: pruning a 144M-parameter Llama block by block grew RSS by 0.4 GB without a
+    single live tensor more. ``malloc_trim(0)`` returns those pages; the sequential runner calls it at
+    block boundaries, where the previous block's temporaries are all dead. It changes no allocator
+    setting of the user's process.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)

@@ -17,7 +17,7 @@ from hf_prune.scoring import select
 from hf_prune.scoring.select import fast_unstructured_mask, kth_smallest, lowest_k_mask
 from hf_prune.selection.topk import unstructured_mask
 from hf_prune.surgery.masks import get_mask, masked_modules
-from hf_prune.surgery.offload import save_weights_streaming
+from hf_prune.surgery.offload import save_weights_streaming, write_safetensors_streaming
 
 
 @pytest.mark.parametrize("compare", ["layer", "row"])
@@ -63,6 +63,28 @@ def test_fast_mask_on_a_whole_layer_equals_the_sort_mask():
     scores[:, :50] = 0.5  # a block of ties right at a plausible cut
     for sparsity in (0.1, 0.5, 0.7):
         assert torch.equal(fast_unstructured_mask(scores, sparsity), unstructured_mask(scores, sparsity))
+
+
+def test_selection_in_small_row_chunks_and_with_nan(monkeypatch):
+    """Row chunking (bounded temporaries) changes nothing; NaN is exact or refused, never silently wrong."""
+    monkeypatch.setattr(select, "_CHUNK_NUMEL", 16)
+    g = torch.Generator().manual_seed(3)
+    refused = 0
+    for trial in range(80):
+        rows, cols = torch.randint(1, 20, (2,), generator=g).tolist()
+        scores = torch.randint(0, 4, (rows, cols), generator=g).float()
+        if trial % 4 == 0:
+            scores[0, 0] = float("nan")
+        for sparsity, compare in ((0.25, "row"), (0.5, "layer"), (0.9, "row")):
+            want = unstructured_mask(scores, sparsity, compare)
+            try:
+                got = fast_unstructured_mask(scores, sparsity, compare)
+            except ValueError as err:
+                assert "NaN" in str(err) and bool(torch.isnan(scores).any())
+                refused += 1
+                continue
+            assert torch.equal(got, want)
+    assert refused > 0
 
 
 def test_lowest_k_mask_counts_and_errors():
@@ -202,3 +224,49 @@ def test_collectors_without_delta_still_work_in_the_runner():
         progress=False,
     )
     assert seen and set(seen.values()) == {fam.inputs["input_ids"].numel()}
+
+
+def test_streamed_safetensors_writer_is_byte_identical_to_save_file(tmp_path):
+    """Tensor-by-tensor writing (one tensor in memory) must produce exactly safetensors' own file."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        "model.layers.0.w": torch.randn(3, 5, generator=g),
+        "a.bf16": torch.randn(7, generator=g).to(torch.bfloat16),
+        "ids": torch.arange(5),
+        "flags": torch.tensor([True, False, True]),
+        "empty": torch.zeros(0, 3),
+        "half": torch.randn(2, 2, generator=g).half(),
+        "scalar": torch.tensor(3.0),
+        "t": torch.randn(4, 6, generator=g).t(),  # non-contiguous: written in logical order
+    }
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        tmp_path / "ref.safetensors",
+        metadata={"format": "pt"},
+    )
+    produced: list[str] = []
+
+    def producer(name):
+        def produce():
+            produced.append(name)
+            return tensors[name]
+
+        return produce
+
+    write_safetensors_streaming(
+        tmp_path / "ours.safetensors",
+        [(k, v.shape, v.dtype, producer(k)) for k, v in tensors.items()],
+        metadata={"format": "pt"},
+    )
+    assert (tmp_path / "ours.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
+    assert sorted(produced) == sorted(tensors)  # each produced exactly once
+    with pytest.raises(ValueError, match="declared"):
+        write_safetensors_streaming(
+            tmp_path / "bad.safetensors", [("x", (2,), torch.float32, lambda: torch.ones(3))]
+        )
+    with pytest.raises(ValueError, match="cannot store"):
+        write_safetensors_streaming(
+            tmp_path / "bad2.safetensors", [("x", (2,), torch.complex64, lambda: None)]
+        )

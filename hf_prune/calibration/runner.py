@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 from hf_prune.arch import StackSpec, get_arch, get_layers
 from hf_prune.calibration.distributed import all_reduce_collectors
 from hf_prune.calibration.stats import StatCollector, attach
-from hf_prune.utils import show_progress
+from hf_prune.utils import bound_heap_for_offload, release_freed_memory, show_progress
 
 BlockInputs = list[tuple[tuple[Any, ...], dict[str, Any]]]
 CollectorFactory = Callable[[int, nn.Module], dict[str, tuple[nn.Module, StatCollector]]]
@@ -80,6 +80,14 @@ def capture_block_inputs(
     return captured
 
 
+def _has_offloaded(block: nn.Module) -> bool:
+    return any(getattr(getattr(m, "_hf_hook", None), "offload", False) for m in block.modules())
+
+
+def _no_op() -> None:
+    return None
+
+
 def _hidden(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
@@ -123,6 +131,8 @@ def run_sequential(
         with torch.no_grad():
             inputs = capture_block_inputs(model, spec, batches)
         layers = get_layers(model, spec)
+        if any(_has_offloaded(layer) for layer in layers):
+            bound_heap_for_offload()
         bar = tqdm(range(len(layers)), desc=f"calibrate {spec.name}", disable=not show_progress(progress))
         for idx in bar:
             block = layers[idx]
@@ -134,6 +144,10 @@ def run_sequential(
             # pruning, the first pass runs for its hooks only; otherwise its outputs replace the
             # inputs batch by batch (they are not needed again).
             second_pass = on_block is not None and recompute
+            # accelerate loads an offloaded block's weights for every batch and drops them after it:
+            # freeing those copies batch by batch keeps RSS at one block's weights (see
+            # release_freed_memory); in-memory blocks allocate nothing that size per batch.
+            trim = release_freed_memory if _has_offloaded(block) else _no_op
             try:
                 with torch.no_grad():
                     for j, (a, k) in enumerate(inputs):
@@ -141,6 +155,7 @@ def run_sequential(
                         if not second_pass:
                             inputs[j] = _with_hidden(a, k, out)
                         del out
+                        trim()
             finally:
                 for h in handles:
                     h.remove()
@@ -149,13 +164,19 @@ def run_sequential(
                 stats = {name: col for name, (_, col) in named.items()}
                 # Data-parallel calibration: every process sees the whole set's statistics.
                 all_reduce_collectors(stats)
+                release_freed_memory()
                 on_block(idx, block, stats)
+                del stats
+            named = {}
+            release_freed_memory()
             if second_pass:
                 # Masks are parametrizations (weight * mask): cache the masked weights for the whole
                 # pass instead of recomputing them (and a float copy of each mask) for every batch.
                 with torch.no_grad(), parametrize.cached():
                     for j, (a, k) in enumerate(inputs):
                         inputs[j] = _with_hidden(a, k, _hidden(block(*a, **k)))
+                        trim()
+                release_freed_memory()
 
 
 BlockIOCallback = Callable[[int, int, torch.Tensor, torch.Tensor, "torch.Tensor | None"], None]

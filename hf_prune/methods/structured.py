@@ -30,7 +30,15 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from hf_prune.arch import HeadGeometry, StackSpec, get_arch, get_layers, get_submodule, head_geometry
+from hf_prune.arch import (
+    HeadGeometry,
+    StackSpec,
+    get_arch,
+    get_layers,
+    get_submodule,
+    head_geometry,
+    linear_in_out,
+)
 from hf_prune.arch.targets import matches, resolve_targets
 from hf_prune.calibration.stats import InputSqNorm, StatCollector
 from hf_prune.config import PruningConfig, check_range
@@ -444,7 +452,7 @@ def _sq_norm_pass(
             out: dict[str, tuple[nn.Module, StatCollector]] = {}
             for i in by_block.get((stack, idx), []):
                 for role, m in sites[i].roles.items():
-                    n_in = int(read_weight_out_in(m).shape[1])
+                    n_in = linear_in_out(m)[0]  # shape only: never read an offloaded weight
                     out[f"{i}|{role}"] = (m, InputSqNorm(n_in))
             return out
 

@@ -34,7 +34,7 @@ from hf_prune.scoring.select import fast_unstructured_mask
 from hf_prune.selection.nm import nm_mask, nm_sparsity, parse_pattern
 from hf_prune.surgery.masks import apply_mask, count_nonzero_weight
 from hf_prune.surgery.offload import is_offloaded, read_weight_out_in, write_weight_out_in
-from hf_prune.utils import show_progress
+from hf_prune.utils import release_freed_memory, show_progress
 
 ALLOCATION_NAMES = ("uniform", "global")
 
@@ -203,7 +203,8 @@ class UnstructuredConfig(SparsityConfig):
         )
         if is_offloaded(module):
             # accelerate owns an offloaded weight: write the pruned values back instead of a mask.
-            write_weight_out_in(module, w * keep.to(w.dtype))
+            # ``w`` is this call's private copy (read from the weights map), so zero it in place.
+            write_weight_out_in(module, w.masked_fill_(~keep, 0))
         else:
             apply_mask(module, keep)
         return scores
@@ -472,6 +473,10 @@ def run_unstructured(
             stack=ref.stack or None,
             block=ref.block_idx if ref.block_idx >= 0 else None,
         )
+        # The layer's scores, selection and (SparseGPT) solve temporaries are dead now; without this
+        # the heap keeps them and RSS creeps up layer after layer (see release_freed_memory).
+        del scores
+        release_freed_memory()
 
     if grad_stats is not None:
         with torch.no_grad():

@@ -78,6 +78,104 @@ def kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
     return torch.kthvalue(values, k).values
 
 
+#: Rows per chunk are chosen so a chunk holds about this many entries: ``kthvalue`` along rows makes
+#: an fp32 copy *and* an int64 index tensor of its whole input, and a row count of a bool tensor
+#: converts it to int64; chunking bounds those temporaries (12 bytes per entry) to ~12 MB.
+_CHUNK_NUMEL = 1 << 20
+
+
+def _row_chunks(rows: int, cols: int) -> list[slice]:
+    step = max(1, _CHUNK_NUMEL // max(cols, 1))
+    return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
+
+
+def _row_kth(s: torch.Tensor, k: int) -> torch.Tensor:
+    """``torch.kthvalue(s, k, dim=1, keepdim=True).values`` with bounded temporaries."""
+    rows, cols = s.shape
+    if rows == 1:
+        return kth_smallest(s[0], k).reshape(1, 1)
+    return torch.cat([torch.kthvalue(s[c], k, dim=1, keepdim=True).values for c in _row_chunks(rows, cols)])
+
+
+def _row_counts(mask: torch.Tensor) -> torch.Tensor:
+    """``[rows, 1]`` count of ``True`` per row, with bounded temporaries."""
+    rows, cols = mask.shape
+    return torch.cat([torch.count_nonzero(mask[c], dim=1) for c in _row_chunks(rows, cols)]).unsqueeze(1)
+
+
+def _select_lowest(scores: torch.Tensor, counts: torch.Tensor, *, keep: bool) -> torch.Tensor:
+    """The ``counts[r]`` lowest entries of each row (``keep=False``) or their complement (``keep=True``)."""
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be 2-D [rows, cols], got shape {tuple(scores.shape)}.")
+    rows, cols = scores.shape
+    counts = counts.to(device=scores.device, dtype=torch.long).reshape(-1)
+    if counts.numel() != rows:
+        raise ValueError(f"counts must hold one count per row ({rows}), got {counts.numel()}.")
+    if rows == 0 or cols == 0:
+        return torch.full((rows, cols), keep, dtype=torch.bool, device=scores.device)
+    if int(counts.min()) < 0 or int(counts.max()) > cols:
+        raise ValueError(
+            f"counts must be in [0, {cols}], got range [{int(counts.min())}, {int(counts.max())}]."
+        )
+    k_max = int(counts.max())
+    if k_max == 0:
+        return torch.full((rows, cols), keep, dtype=torch.bool, device=scores.device)
+    s = scores.float()
+    # The k_max-th smallest value t of a row bounds every row's cut: for a row that needs c <= k_max,
+    # fewer than c entries are < t only if some entries equal to t must be taken as well; taking the
+    # first (c - #(< t)) of the entries equal to t reproduces the stable sort's order exactly.
+    thresh = s.max(dim=1, keepdim=True).values if k_max == cols else _row_kth(s, k_max)
+    total = int(counts.sum())
+    if not bool(torch.isnan(thresh).any()):
+        # Common case first (continuous scores, one count per row): the entries <= t are exactly the
+        # ones wanted. Every row has at least counts[r] entries <= its t, so the totals agreeing
+        # proves every row agrees: one whole-tensor count_nonzero instead of per-row int64 sums.
+        if keep:
+            above = s > thresh
+            if int(torch.count_nonzero(above)) == rows * cols - total:
+                return above
+            del above
+        else:
+            at_most = s <= thresh
+            if int(torch.count_nonzero(at_most)) == total:
+                return at_most
+            del at_most
+    if bool(torch.isnan(s).any()):
+        # Only here: a NaN never prevents the fast path above from being exact (NaN ranks last,
+        # as in a sort), but the tie-breaking below compares against the threshold.
+        raise ValueError(
+            "scores contain NaN where the selection needs exact tie-breaking; check the weights and "
+            "calibration statistics for NaN (e.g. an fp16 overflow) before pruning."
+        )
+    need = counts.unsqueeze(1)
+    below = s < thresh
+    n_below = _row_counts(below)
+    # For rows that need fewer than k_max entries, t may be larger than their own cut: re-threshold
+    # those rows with their own k-th value (at most one or two distinct counts occur in practice).
+    short = (n_below > need).squeeze(1)
+    if bool(short.any()):
+        for c in torch.unique(counts[short]).tolist():
+            rows_c = short & (counts == c)
+            if c == 0:
+                below[rows_c] = False
+                n_below[rows_c] = 0
+                thresh[rows_c] = float("-inf")
+                continue
+            t_c = _row_kth(s[rows_c], c)
+            thresh[rows_c] = t_c
+            b_c = s[rows_c] < t_c
+            below[rows_c] = b_c
+            n_below[rows_c] = _row_counts(b_c)
+    equal = s == thresh
+    missing = need - n_below
+    # Continuous scores rarely tie: when every row takes all of its entries equal to the threshold,
+    # skip the cumulative count (an int64 tensor as large as eight copies of a bool mask).
+    if not torch.equal(_row_counts(equal), missing):
+        equal &= torch.cumsum(equal, dim=1) <= missing
+    lowest = below.logical_or_(equal)
+    return lowest.logical_not_() if keep else lowest
+
+
 def lowest_k_mask(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Mark the ``counts[r]`` lowest entries of each row ``r``; ties go to the lower column index.
 
@@ -94,64 +192,7 @@ def lowest_k_mask(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: If the shapes disagree or a count is out of range.
     """
-    if scores.dim() != 2:
-        raise ValueError(f"scores must be 2-D [rows, cols], got shape {tuple(scores.shape)}.")
-    rows, cols = scores.shape
-    counts = counts.to(device=scores.device, dtype=torch.long).reshape(-1)
-    if counts.numel() != rows:
-        raise ValueError(f"counts must hold one count per row ({rows}), got {counts.numel()}.")
-    if rows == 0 or cols == 0:
-        return torch.zeros(rows, cols, dtype=torch.bool, device=scores.device)
-    if int(counts.min()) < 0 or int(counts.max()) > cols:
-        raise ValueError(
-            f"counts must be in [0, {cols}], got range [{int(counts.min())}, {int(counts.max())}]."
-        )
-    k_max = int(counts.max())
-    if k_max == 0:
-        return torch.zeros(rows, cols, dtype=torch.bool, device=scores.device)
-    s = scores.float()
-    # The k_max-th smallest value t of a row bounds every row's cut: for a row that needs c <= k_max,
-    # fewer than c entries are < t only if some entries equal to t must be taken as well; taking the
-    # first (c - #(< t)) of the entries equal to t reproduces the stable sort's order exactly.
-    if k_max == cols:
-        thresh = s.max(dim=1, keepdim=True).values
-    elif rows == 1:
-        thresh = kth_smallest(s[0], k_max).reshape(1, 1)
-    else:
-        thresh = torch.kthvalue(s, k_max, dim=1, keepdim=True).values
-    need = counts.unsqueeze(1)
-    # Common case first (continuous scores, one count per row): the entries <= t are exactly the
-    # ones wanted. count_nonzero, not sum: summing a bool tensor converts it to int64 first (10x slower).
-    at_most = s <= thresh
-    if torch.equal(torch.count_nonzero(at_most, dim=1), counts):
-        return at_most
-    del at_most
-    below = s < thresh
-    n_below = torch.count_nonzero(below, dim=1).unsqueeze(1)
-    # For rows that need fewer than k_max entries, t may be larger than their own cut: re-threshold
-    # those rows with their own k-th value (at most one or two distinct counts occur in practice).
-    short = (n_below > need).squeeze(1)
-    if bool(short.any()):
-        for c in torch.unique(counts[short]).tolist():
-            rows_c = short & (counts == c)
-            if c == 0:
-                below[rows_c] = False
-                n_below[rows_c] = 0
-                thresh[rows_c] = float("-inf")
-                continue
-            t_c = torch.kthvalue(s[rows_c], c, dim=1, keepdim=True).values
-            thresh[rows_c] = t_c
-            b_c = s[rows_c] < t_c
-            below[rows_c] = b_c
-            n_below[rows_c] = torch.count_nonzero(b_c, dim=1).unsqueeze(1)
-    equal = s == thresh
-    missing = need - n_below
-    # Continuous scores rarely tie: when every row takes all of its entries equal to the threshold,
-    # skip the cumulative count (an int64 tensor as large as eight copies of a bool mask).
-    if torch.equal(torch.count_nonzero(equal, dim=1).unsqueeze(1), missing):
-        return below | equal
-    take_equal = equal & (torch.cumsum(equal, dim=1) <= missing)
-    return below | take_equal
+    return _select_lowest(scores, counts, keep=False)
 
 
 def fast_unstructured_mask(scores: torch.Tensor, sparsity: float, compare: str = "layer") -> torch.Tensor:
@@ -170,4 +211,4 @@ def fast_unstructured_mask(scores: torch.Tensor, sparsity: float, compare: str =
         ValueError: For a sparsity outside ``[0, 1]`` or an unknown ``compare`` mode.
     """
     flat, counts = prune_groups(scores, sparsity, compare)
-    return (~lowest_k_mask(flat, counts)).reshape(scores.shape)
+    return _select_lowest(flat, counts, keep=True).reshape(scores.shape)

@@ -47,7 +47,9 @@ def wanda_scores(weight: torch.Tensor, input_sq_norm_sum: torch.Tensor) -> torch
             "input_sq_norm_sum must be finite and >= 0 (a sum of squares); got min="
             f"{norms.min().item()!r}. Check the calibration statistics for overflow (accumulate in fp32)."
         )
-    return weight.detach().abs().float() * norms.sqrt().unsqueeze(0)
+    # abs() (or the fp32 cast) makes a fresh tensor: scale it in place instead of allocating another.
+    scores = weight.detach().abs().float()
+    return scores.mul_(norms.sqrt().unsqueeze(0))
 
 
 def wanda_mask(

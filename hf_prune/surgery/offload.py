@@ -47,7 +47,17 @@ def read_param(module: nn.Module, name: str = "weight") -> torch.Tensor:
     hook = _hook(module)
     if hook is None:
         return getattr(module, name).detach()
-    return hook.weights_map[name].detach().clone()
+    wmap = hook.weights_map
+    value = wmap[name].detach()
+    # Weights read from disk come back as a fresh tensor already; only a weight accelerate holds in
+    # RAM is the stored tensor itself and must be copied (a second copy of every offloaded weight
+    # read was most of an offloaded layer's peak memory).
+    loader = getattr(wmap, "dataset", wmap)
+    state = getattr(loader, "state_dict", loader if isinstance(loader, dict) else None)
+    key = f"{getattr(wmap, 'prefix', '')}{name}"
+    if not isinstance(state, dict) or key in state:
+        return value.clone()
+    return value
 
 
 def read_weight_out_in(module: nn.Module) -> torch.Tensor:
@@ -106,7 +116,8 @@ def write_weight_out_in(module: nn.Module, weight_out_in: torch.Tensor) -> None:
     """
     stored = weight_out_in.t() if isinstance(module, Conv1D) else weight_out_in
     if is_offloaded(module):
-        write_param(module, stored.to(read_param(module).dtype))
+        # The meta placeholder carries the stored dtype: no need to read the weight back for it.
+        write_param(module, stored.to(module.weight.dtype))
     else:
         module.weight.data.copy_(stored.to(module.weight.dtype))
 
@@ -137,8 +148,9 @@ def save_weights_streaming(
     targeted weights), and for an accelerate-offloaded model every offloaded weight read back into
     RAM. Here the shard plan is made from the stored tensors (no copies; offloaded ones are meta
     placeholders), then each shard's tensors are produced (masked weights as ``weight * mask``,
-    offloaded weights read from their weights map), written, and dropped before the next shard, so the
-    extra memory is one shard (plus its serialization buffer) whatever the model's size.
+    offloaded weights read from their weights map) one tensor at a time: each is written to the shard
+    file and dropped before the next is produced (:func:`write_safetensors_streaming`), so the extra
+    memory is one tensor, whatever the shard or model size.
 
     Tied weights are removed as ``transformers`` does (the key it expects on reload is kept), keys are
     the in-memory names (what ``save_pretrained(..., save_original_format=False)`` writes), and a
@@ -156,7 +168,6 @@ def save_weights_streaming(
     import json
 
     from huggingface_hub import split_torch_state_dict_into_shards
-    from safetensors.torch import save_file
     from transformers.modeling_utils import remove_tied_weights_from_state_dict
 
     from hf_prune.surgery.masks import masked_modules
@@ -175,21 +186,120 @@ def save_weights_streaming(
     split = split_torch_state_dict_into_shards(
         state, filename_pattern="model{suffix}.safetensors", max_shard_size=max_shard_size
     )
+    from hf_prune.utils import release_freed_memory
+
+    def produce(key: str, stored: torch.Tensor) -> torch.Tensor:
+        if key in masked:
+            return masked[key].weight.detach()
+        if stored.is_meta:
+            module_name, _, pname = key.rpartition(".")
+            return read_param(model.get_submodule(module_name) if module_name else model, pname)
+        return stored.detach()
+
+    # Whatever the caller's last forward pass freed (offloaded weights loaded and dropped) goes back
+    # to the system before the save adds its own tensor.
+    release_freed_memory()
     written = []
     for shard_file, names in split.filename_to_tensors.items():
-        shard: dict[str, torch.Tensor] = {}
-        for key in names:
-            tensor = state.pop(key)
-            if key in masked:
-                tensor = masked[key].weight.detach()
-            elif tensor.is_meta:
-                module_name, _, pname = key.rpartition(".")
-                tensor = read_param(model.get_submodule(module_name) if module_name else model, pname)
-            shard[key] = tensor.contiguous()
-        save_file(shard, str(out / shard_file), metadata={"format": "pt"})
+        entries = [(key, state.pop(key)) for key in names]
+        write_safetensors_streaming(
+            out / shard_file,
+            [(key, t.shape, t.dtype, lambda k=key, t=t: produce(k, t)) for key, t in entries],
+            metadata={"format": "pt"},
+        )
+        del entries
         written.append(out / shard_file)
-        del shard
     if split.is_sharded:
         index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
         (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return written
+
+
+#: safetensors dtype names (https://github.com/huggingface/safetensors, "Format").
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+}
+
+
+def write_safetensors_streaming(
+    path: str | os.PathLike[str],
+    entries: list[tuple[str, torch.Size, torch.dtype, Any]],
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Write one safetensors file tensor by tensor: only one tensor is ever produced at a time.
+
+    ``safetensors.torch.save_file`` takes every tensor of the file at once and serializes them into
+    one bytes buffer: a shard costs twice its size in memory. The safetensors layout is an 8-byte
+    little-endian header length, a JSON header of names, dtypes, shapes and byte offsets, then the
+    raw little-endian bytes; the header needs only shapes and dtypes, so each tensor can be produced
+    (read from an offload file, masked, ...) right before its bytes are written and dropped after.
+    The result is byte-for-byte what ``save_file`` writes for the same tensors and metadata
+    (``tests/test_method_speed_paths.py`` checks that).
+
+    Args:
+        path: File to write.
+        entries: ``(name, shape, dtype, produce)`` in file order; ``produce()`` returns the CPU tensor.
+        metadata: String metadata of the header (``{"format": "pt"}`` for transformers).
+
+    Raises:
+        ValueError: For a dtype safetensors cannot store, or a produced tensor that does not match
+            its declared shape and dtype.
+    """
+    import json
+    import struct
+    import sys
+
+    if sys.byteorder != "little":  # pragma: no cover - every platform torch ships for is little-endian
+        raise ValueError("write_safetensors_streaming writes raw bytes and needs a little-endian machine.")
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    # safetensors sorts tensors by (alignment, name) within the data area; any order is valid on read,
+    # but the same order as save_file gives the same bytes.
+    ordered = sorted(entries, key=lambda e: (-_itemsize(e[2]), e[0]))
+    offset = 0
+    for name, shape, dtype, _ in ordered:
+        if dtype not in _SAFETENSORS_DTYPES:
+            raise ValueError(
+                f"Tensor {name!r} has dtype {dtype}, which safetensors cannot store; supported: "
+                f"{', '.join(str(d) for d in _SAFETENSORS_DTYPES)}."
+            )
+        nbytes = _itemsize(dtype) * int(torch.Size(shape).numel())
+        header[name] = {
+            "dtype": _SAFETENSORS_DTYPES[dtype],
+            "shape": [int(d) for d in shape],
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * ((-len(raw)) % 8)  # the data area starts 8-byte aligned, as save_file pads it
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)))
+        fh.write(raw)
+        for name, shape, dtype, produce in ordered:
+            tensor = produce()
+            if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
+                raise ValueError(
+                    f"Tensor {name!r} was declared {tuple(shape)} {dtype} but produced "
+                    f"{tuple(tensor.shape)} {tensor.dtype}."
+                )
+            data = tensor.detach().to("cpu").contiguous()
+            if data.numel():
+                # A byte view of the tensor's own storage: written without a serialization copy.
+                fh.write(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
+            del tensor, data
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
