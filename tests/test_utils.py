@@ -106,3 +106,25 @@ def test_quiet_tokenize_without_a_verbose_argument(transformers_warnings):
     import logging
 
     assert logging.getLogger("transformers.tokenization_utils_base").level == logging.NOTSET
+
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator helpers: Linux only")
+def test_allocator_helpers_apply_once_and_are_no_ops_off_glibc(monkeypatch):
+    """The memory effect is measured by benchmarks/offload_memory.py; here the mechanics."""
+    import subprocess
+
+    # A subprocess: the mmap threshold is process-wide and must not leak into this test session.
+    script = (
+        "from hf_prune import utils\n"
+        "assert utils._glibc() is not None\n"
+        "assert utils.bound_heap_for_offload() is True\n"
+        "assert utils._MMAP_THRESHOLD_SET and utils.bound_heap_for_offload() is True\n"
+        "assert utils.release_freed_memory() is None\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    monkeypatch.setattr(utils, "_LIBC", None)  # as on musl or macOS
+    assert utils.bound_heap_for_offload() is False
+    assert utils.release_freed_memory() is None

@@ -94,6 +94,11 @@ def check_nm_shape(in_features: int, m: int) -> None:
         )
 
 
+#: Up to this group size the ranks are computed by m comparison passes (m^2 work per group) instead
+#: of a sort.
+_RANK_BY_COMPARISON_MAX_M = 16
+
+
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Keep-mask with exactly ``n`` kept weights in every group of ``m`` consecutive input columns.
 
@@ -118,6 +123,21 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     rows, cols = scores.shape
     check_nm_shape(cols, m)
     groups = scores.reshape(rows, cols // m, m).float()
+    if m <= _RANK_BY_COMPARISON_MAX_M:
+        # Rank of entry j in its group = how many entries beat it (a higher score, or an equal score
+        # at an earlier column); keep rank < n. m(m-1)/2 vectorized comparisons replace a sort of
+        # millions of tiny groups (argsort on [.., 4] was 2/3 of Wanda 2:4's pruning time). Group
+        # position first ([m, groups], one copy) so every comparison runs over contiguous memory.
+        by_pos = groups.reshape(-1, m).t().contiguous()
+        # NaN compares false both ways (a sort ranks it highest): leave such layers to the sort.
+        if not bool(torch.isnan(by_pos).any()):
+            rank = torch.zeros(by_pos.shape, dtype=torch.uint8, device=groups.device)
+            for i in range(m):
+                for j in range(i + 1, m):
+                    i_wins = by_pos[i] >= by_pos[j]
+                    rank[j] += i_wins
+                    rank[i] += i_wins.logical_not_()
+            return (rank < n).t().reshape(rows, cols)
     # Stable descending order: among equal scores the earlier column ranks first and is kept.
     order = torch.argsort(groups, dim=-1, descending=True, stable=True)
     mask = torch.zeros_like(groups, dtype=torch.bool)
