@@ -108,7 +108,6 @@ def test_quiet_tokenize_without_a_verbose_argument(transformers_warnings):
     assert logging.getLogger("transformers.tokenization_utils_base").level == logging.NOTSET
 
 
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator helpers: Linux only")
 def test_allocator_helpers_apply_once_and_are_no_ops_off_glibc(monkeypatch):
     """The memory effect is measured by benchmarks/offload_memory.py; here the mechanics."""
