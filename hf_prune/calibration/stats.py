@@ -52,6 +52,15 @@ class StatCollector:
         """
         raise NotImplementedError
 
+    def release(self) -> None:
+        """Drop the accumulators once their layer is pruned (the collector is unusable afterwards).
+
+        The sequential runner keeps a block's collectors until the block is done; releasing each as its
+        layer is pruned means a block's last (largest) SparseGPT solve does not share memory with the
+        other six Hessians.
+        """
+        return None
+
 
 class InputSqNorm(StatCollector):
     """Sum over tokens of each input feature's square (Wanda's ``‖X_j‖₂²``).
@@ -124,9 +133,17 @@ class InputHessian(StatCollector):
         self.sum_xxt = self.sum_xxt + other.sum_xxt.to(self.sum_xxt.device)
         self.tokens += other.tokens
 
+    @property
+    def scale(self) -> float:
+        """The factor of :meth:`hessian`: ``2 / tokens``."""
+        return 2.0 / max(self.tokens, 1)
+
     def hessian(self) -> torch.Tensor:
-        """Return ``2/tokens · Σ x xᵀ`` (the reference implementation's scaling)."""
-        return self.sum_xxt * (2.0 / max(self.tokens, 1))
+        """Return ``2/tokens · Σ x xᵀ`` (the reference implementation's scaling; a new tensor)."""
+        return self.sum_xxt * self.scale
+
+    def release(self) -> None:  # noqa: D102 - documented on the base class
+        self.sum_xxt = torch.empty(0, 0, dtype=torch.float32, device=self.sum_xxt.device)
 
 
 def attach(

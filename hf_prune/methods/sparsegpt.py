@@ -78,12 +78,13 @@ class SparseGPTConfig(UnstructuredConfig):
         n, m = self.nm or (0, 0)
         new_w, keep = sparsegpt_prune(
             w,
-            hess.hessian().to(w.device),
+            hess.sum_xxt,  # scaled inside, on the solver's own copy: one [in, in] matrix fewer
             ratio,
             prune_n=n,
             prune_m=m,
             blocksize=self.blocksize,
             percdamp=self.percdamp,
+            hessian_scale=hess.scale,
         )
         if is_offloaded(module):
             write_weight_out_in(module, new_w * keep.to(new_w.dtype))

@@ -473,9 +473,14 @@ def run_unstructured(
             stack=ref.stack or None,
             block=ref.block_idx if ref.block_idx >= 0 else None,
         )
-        # The layer's scores, selection and (SparseGPT) solve temporaries are dead now; without this
-        # the heap keeps them and RSS creeps up layer after layer (see release_freed_memory).
+        # The layer's scores, selection and (SparseGPT) solve temporaries are dead now, and so are its
+        # statistics; without this the heap keeps them and RSS creeps up layer after layer (see
+        # release_freed_memory).
         del scores
+        if grad_stats is None:
+            for col in stats.values():
+                if isinstance(col, StatCollector):
+                    col.release()
         release_freed_memory()
 
     if grad_stats is not None:

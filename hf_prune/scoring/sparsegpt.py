@@ -83,6 +83,7 @@ def sparsegpt_prune(
     prune_m: int = 0,
     blocksize: int = 128,
     percdamp: float = 0.01,
+    hessian_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune one linear layer with SparseGPT and reconstruct the remaining weights (Frantar & Alistarh, 2023).
 
@@ -106,6 +107,8 @@ def sparsegpt_prune(
         blocksize: Columns per lazy-update block (the mask is chosen per block); a multiple of
             ``prune_m`` for N:M.
         percdamp: Dampening as a fraction of ``mean(diag(H))``.
+        hessian_scale: Factor applied to this function's own copy of ``hessian`` (pass an unscaled
+            ``Σ x xᵀ`` with ``2 / tokens`` here instead of scaling a second copy first).
 
     Returns:
         ``(new_weight, keep_mask)``: the pruned and OBS-updated weight (exact zeros where pruned) and the
@@ -122,6 +125,8 @@ def sparsegpt_prune(
     # Contiguous fp32 copies: a transposed Conv1D view must not leak its strides into the flat indexing below.
     W = weight.detach().to(torch.float32, copy=True).contiguous()
     H = hessian.detach().to(device=device, dtype=torch.float32, copy=True).contiguous()
+    if hessian_scale != 1.0:
+        H.mul_(hessian_scale)
     if not torch.isfinite(W).all() or not torch.isfinite(H).all():
         raise ValueError("weight and hessian must be finite (no NaN/inf); check the calibration statistics.")
     rows, cols = W.shape

@@ -186,7 +186,10 @@ def save_weights_streaming(
     split = split_torch_state_dict_into_shards(
         state, filename_pattern="model{suffix}.safetensors", max_shard_size=max_shard_size
     )
-    from hf_prune.utils import release_freed_memory
+    from hf_prune.utils import bound_heap_for_offload, release_freed_memory
+
+    if any(t.is_meta for t in state.values()):
+        bound_heap_for_offload()  # offloaded weights are read one by one: keep each off the heap
 
     def produce(key: str, stored: torch.Tensor) -> torch.Tensor:
         if key in masked:
