@@ -270,3 +270,20 @@ def test_streamed_safetensors_writer_is_byte_identical_to_save_file(tmp_path):
         write_safetensors_streaming(
             tmp_path / "bad2.safetensors", [("x", (2,), torch.complex64, lambda: None)]
         )
+
+
+def test_sparsegpt_scaling_its_own_hessian_copy_changes_nothing():
+    """Passing Σxxᵀ with hessian_scale (one matrix fewer in memory) = passing the scaled Hessian."""
+    from hf_prune.scoring.sparsegpt import sparsegpt_prune
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(24, 32, generator=g)
+    x = torch.randn(200, 32, generator=g)
+    sum_xxt = x.t() @ x
+    before = sum_xxt.clone()
+    scale = 2.0 / 200
+    for kwargs in ({}, {"prune_n": 2, "prune_m": 4, "blocksize": 8}):
+        got_w, got_keep = sparsegpt_prune(w, sum_xxt, 0.5, hessian_scale=scale, **kwargs)
+        want_w, want_keep = sparsegpt_prune(w, sum_xxt * scale, 0.5, **kwargs)
+        assert torch.equal(got_w, want_w) and torch.equal(got_keep, want_keep)
+    assert torch.equal(sum_xxt, before)  # the caller's accumulator is never modified
