@@ -136,6 +136,14 @@ def test_zero_heads_routes_to_attention_removal_and_width_surgery_refuses_remove
         pm.remove_mlp(0)
     with pytest.raises(ValueError, match=r"layer=9 is not a block position.*\[0, 4\)"):
         pm.remove_attention(9)
+    # Head-level readers (latency tables, KV merging) name the removed attention instead of failing on
+    # a missing q_proj.
+    from hf_prune.arch import head_geometry
+
+    spec = get_arch(model).stacks[-1]
+    with pytest.raises(ValueError, match="attention was removed"):
+        head_geometry(model, spec, 1)
+    assert head_geometry(model, spec, 0).num_heads > 0
 
 
 @pytest.mark.parametrize("family", ["opt", "gpt2"])

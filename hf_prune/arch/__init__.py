@@ -255,6 +255,12 @@ def head_geometry(model: PreTrainedModel, stack: StackSpec, layer_idx: int) -> H
     """
     block = get_layers(model, stack)[layer_idx]
     attn = get_submodule(block, stack.block.attn)
+    if type(attn).__name__ == "RemovedAttention":  # surgery.subblock's stand-in (no import: layering)
+        raise ValueError(
+            f"Block {layer_idx} of stack {stack.name!r} has no attention heads: its attention was removed "
+            "(PrunedModel.remove_attention). Head-level operations (head pruning, KV merging, latency "
+            "tables) do not apply to it; run them before removing the sub-block or on other blocks."
+        )
     head_dim = getattr(attn, "head_dim", None) or getattr(attn, "attention_head_size", None)
     if head_dim is None:
         head_dim = _config_head_dim(get_stack_config(model, stack), stack)
