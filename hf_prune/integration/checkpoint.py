@@ -137,7 +137,8 @@ def save_checkpoint(
         base_model: Name or path of the unpruned model.
         tokenizer: Tokenizer / processor saved alongside, if given. A plain callable without
             ``save_pretrained`` (a test stand-in) is skipped.
-        max_shard_size: Largest weight shard (bytes or "5GB"); also bounds the extra memory of the save.
+        max_shard_size: Largest weight shard (bytes or ``"5GB"``); the save holds one tensor in memory
+            at a time whatever the shard size.
         card: Called as ``card(folder, record)`` with the temporary folder and the
             ``pruning_config.json`` content, after everything else is written (the model card
             renderer; ``None`` writes no card).
@@ -150,7 +151,7 @@ def save_checkpoint(
             # transformers fills this in during save_pretrained, after we have built config.json.
             model.config.architectures = [type(model).__name__]
         config_data = config_dict_for_save(model)
-        # One shard in memory at a time: no masked copy of every weight, offloaded weights streamed
+        # One tensor in memory at a time: no masked copy of every weight, offloaded weights streamed
         # from disk. Keys are the in-memory names (what save_pretrained(save_original_format=False)
         # writes), which both our loader and transformers' read.
         save_weights_streaming(model, tmp, max_shard_size)

@@ -141,7 +141,7 @@ def materialize_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> 
 def save_weights_streaming(
     model: nn.Module, folder: str | os.PathLike[str], max_shard_size: int | str = "500MB"
 ) -> list[Path]:
-    """Write ``model``'s weights as safetensors shards, one shard in memory at a time.
+    """Write ``model``'s weights as safetensors shards, one tensor in memory at a time.
 
     ``transformers``' ``save_pretrained(state_dict=...)`` needs every tensor of the state dict up
     front: for a masked model that means a masked copy of every pruned weight at once (as large as the
