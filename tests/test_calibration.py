@@ -8,10 +8,12 @@ import datasets
 import pytest
 import torch
 from families import CharTokenizer, make_model
+from torch import nn
 
 from hf_prune import CalibrationConfig
 from hf_prune.arch import get_arch, iter_block_linears, linear_in_out
 from hf_prune.calibration import data as cdata
+from hf_prune.calibration import runner
 from hf_prune.calibration.runner import capture_block_inputs, run_sequential
 from hf_prune.calibration.stats import InputHessian, InputSqNorm, attach
 
@@ -179,3 +181,59 @@ def test_long_calibration_text_gives_no_length_warning(transformers_warnings):
     # A plain call on the joined text does warn: the capture works.
     assert len(short("\n\n".join(TEXTS), add_special_tokens=False)["input_ids"]) > 8
     assert any(warning in r.getMessage() for r in transformers_warnings)
+
+
+class _NeverArmed(runner._EarlyExit):
+    def end_batch(self) -> None:
+        self.calls = {}
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_statistics_pass_stops_after_last_hooked_projection(method, monkeypatch):
+    """Pass one ends at each block's last pruned projection: its output matmul is skipped, masks equal."""
+    from hf_prune import CalibrationConfig as Calib
+    from hf_prune import PruningConfig, prune
+
+    calib = Calib(dataset=TEXTS, nsamples=6, seqlen=16, batch_size=2)
+    cfg = PruningConfig.from_dict({"method": method, "sparsity": 0.5})
+    weights = {}
+    for label in ("early", "full"):
+        if label == "full":
+            monkeypatch.setattr(runner, "_EarlyExit", _NeverArmed)
+        model, _ = make_model("llama")
+        downs = [layer.mlp.down_proj for layer in model.model.layers]
+        calls = [0] * len(downs)
+        for i, d in enumerate(downs):
+            d.register_forward_hook(lambda *_, i=i, calls=calls: calls.__setitem__(i, calls[i] + 1))
+        pm = prune(model, cfg, calibration=calib, tokenizer=CharTokenizer(), progress=False)
+        # 3 batches: pass two runs down_proj 3 times; pass one only for the first (arming) batch.
+        assert calls == ([3 + 1] if label == "early" else [3 + 3]) * len(downs)
+        weights[label] = {k: v.clone() for k, v in pm.finalize().state_dict().items()}
+    assert weights["early"].keys() == weights["full"].keys()
+    for k in weights["early"]:
+        assert torch.equal(weights["early"][k], weights["full"][k]), k
+
+
+def test_early_exit_is_not_armed_for_modules_called_twice_or_never():
+    a, b, c = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)
+    x = torch.zeros(1, 2)
+    twice = runner._EarlyExit([a, b])
+    a(x), b(x), a(x)  # a shared module called twice: stopping after b would lose a's second input
+    twice.end_batch()
+    assert not twice.armed
+    b(x)  # unarmed: no stop
+    twice.remove()
+    never = runner._EarlyExit([a, b, c])
+    a(x), b(x)  # c not routed (an MoE expert): no stop, ever
+    never.end_batch()
+    assert not never.armed
+    never.remove()
+    once = runner._EarlyExit([a, b])
+    a(x), b(x)
+    once.end_batch()
+    assert once.armed
+    a(x)
+    with pytest.raises(runner._BlockDone):
+        b(x)
+    once.remove()
+    b(x)  # hooks removed
