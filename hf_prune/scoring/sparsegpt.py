@@ -139,14 +139,16 @@ def sparsegpt_prune(
     idx = torch.arange(cols, device=device)
     H[idx, idx] += damp
     try:
-        # Each factor is dropped as soon as the next exists: three [cols, cols] matrices alive at most
-        # (with the caller's Hessian) instead of five; for a 2816-wide down_proj that is 64 MB of peak.
-        L = torch.linalg.cholesky(H)
-        del H
-        Hinv = torch.cholesky_inverse(L)
-        del L
-        U = torch.linalg.cholesky(Hinv, upper=True)
-        del Hinv
+        # Factored in place: LAPACK works on column-major storage, and H's transposed view is exactly
+        # that, so ``out=`` that view runs without a copy (``out=H`` itself would factor a temporary and
+        # copy it back). One [cols, cols] matrix is alive instead of two at every step (32 MB less for a
+        # 2816-wide down_proj). H is symmetric, so its transposed view is the same matrix.
+        Ht = H.mT
+        torch.linalg.cholesky(Ht, out=Ht)  # Ht = L, H = L Lᵀ
+        torch.cholesky_inverse(Ht, out=Ht)  # Ht = H⁻¹
+        torch.linalg.cholesky(Ht, out=Ht)  # Ht = L₂ with H⁻¹ = L₂ L₂ᵀ, so row-major H holds L₂ᵀ = U
+        U = H
+        del Ht, H
     except RuntimeError as err:  # torch raises LinAlgError (a RuntimeError) for non-PD input
         raise ValueError(
             f"hessian is not positive definite after damping with percdamp={percdamp} ({err}). Use more "
