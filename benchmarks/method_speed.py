@@ -6,8 +6,9 @@ floor*: no calibrated method can be faster than seeing its data once), then the 
 table gives ``time / floor`` for:
 
 * *sequential*: hf_prune's pipeline (one block calibrated and pruned at a time; ``propagation="pruned"``
-  runs each block twice, once for its statistics and once more for the pruned outputs that the next
-  block sees; ``"dense"`` runs it once);
+  runs each block twice, once for its statistics (up to the block's last pruned projection: the rest
+  of the block's forward is not needed) and once more for the pruned outputs that the next block sees;
+  ``"dense"`` runs it once);
 * *whole-model*: the naive baseline, hooks on every projection, one forward per batch, then every layer
   pruned from those statistics (all statistics alive at once).
 

@@ -223,7 +223,8 @@ def propagation_field() -> Any:
         default="pruned",
         metadata={
             "help": "'pruned' (the paper: each block calibrated on the pruned previous blocks' outputs, "
-            "two passes per block) or 'dense' (dense outputs, one pass per block)."
+            "two passes per block, the first stopping after the last pruned projection) or 'dense' (dense "
+            "outputs, one pass per block)."
         },
     )
 
@@ -488,8 +489,9 @@ def run_unstructured(
             for i in range(len(refs)):
                 prune_one(i, grad_stats[i])
     elif config.needs:
-        # "pruned" propagation (the papers' setting) runs each block twice: once for its statistics,
-        # once more after pruning so the next block sees the pruned outputs; "dense" runs it once.
+        # "pruned" propagation (the papers' setting) runs each block twice: once for its statistics
+        # (stopping after the last pruned projection), once more after pruning so the next block sees
+        # the pruned outputs; "dense" runs it once.
         recompute = getattr(config, "propagation", "pruned") == "pruned"
         _calibrated_pass(model, refs, config.needs, ctx, config.method, prune_one, recompute=recompute)
     else:
