@@ -30,12 +30,16 @@ from benchmarks.common import RssSampler, print_table, write_results
 SETUP = dict(hidden=768, intermediate=2048, layers=12, heads=12, kv=4, vocab=2048)
 
 
-def _build(folder: str) -> int:
+#: The 2-block model of the warm-up (same family and vocabulary, tiny widths).
+WARM_UP_SETUP = dict(SETUP, hidden=64, intermediate=128, layers=2, heads=4, kv=2)
+
+
+def _build(folder: str, s: dict = SETUP) -> int:
+    """Save a random Llama of shape ``s`` to ``folder``; return its fp32 bytes."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     torch.manual_seed(0)
-    s = SETUP
     cfg = LlamaConfig(
         vocab_size=s["vocab"],
         hidden_size=s["hidden"],
@@ -57,13 +61,13 @@ def _block_bytes() -> int:
     return 4 * (attn + 3 * s["hidden"] * s["intermediate"] + 2 * s["hidden"])
 
 
-#: Calibration of the benchmark: nsamples x seqlen tokens (see _pipeline).
-CALIB_TOKENS = 8 * 128
+#: Calibration of the benchmark (see _pipeline).
+CALIB_NSAMPLES, CALIB_SEQLEN = 8, 128
 
 
 def _activation_bytes() -> int:
     """fp32 bytes of one copy of a block's inputs over the calibration set (what the runner keeps)."""
-    return 4 * CALIB_TOKENS * SETUP["hidden"]
+    return 4 * CALIB_NSAMPLES * CALIB_SEQLEN * SETUP["hidden"]
 
 
 def _parse_mb(text: str) -> float:
@@ -95,7 +99,7 @@ def _pipeline(folder: str, offloaded: bool, cap: str, save_dir: str):
         def __call__(self, text, return_tensors=None, add_special_tokens=False):
             return {"input_ids": torch.tensor([[int(t) % 2048 for t in text.split()]])}
 
-    calib = CalibrationConfig(dataset=texts, nsamples=CALIB_TOKENS // 128, seqlen=128, batch_size=2)
+    calib = CalibrationConfig(dataset=texts, nsamples=CALIB_NSAMPLES, seqlen=CALIB_SEQLEN, batch_size=2)
     pruned = prune(model, WandaConfig(sparsity=0.5), calibration=calib, tokenizer=Tok(), progress=False)
     with torch.no_grad():
         logits = pruned(input_ids=torch.arange(32).unsqueeze(0)).logits
@@ -114,22 +118,10 @@ def _warm_up(offloaded: bool) -> None:
     """
     import gc
 
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
     from hf_prune.utils import release_freed_memory
 
     with tempfile.TemporaryDirectory() as tmp:
-        torch.manual_seed(0)
-        cfg = LlamaConfig(
-            vocab_size=SETUP["vocab"],
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-        )
-        AutoModelForCausalLM.from_config(cfg).save_pretrained(f"{tmp}/model")
+        _build(f"{tmp}/model", WARM_UP_SETUP)
         pruned, _ = _pipeline(f"{tmp}/model", offloaded, "600KB", f"{tmp}/saved")
         del pruned
     gc.collect()

@@ -52,10 +52,11 @@ class _EarlyExit:
     """
 
     def __init__(self, modules: list[nn.Module]) -> None:
-        self.targets = {id(m) for m in modules}
+        unique = {id(m): m for m in modules}
+        self.targets = set(unique)
         self.calls: dict[int, int] = {}
         self.armed = False
-        self.handles = [m.register_forward_pre_hook(self._hook) for m in {id(m): m for m in modules}.values()]
+        self.handles = [m.register_forward_pre_hook(self._hook) for m in unique.values()]
 
     def _hook(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
         key = id(module)
@@ -200,15 +201,17 @@ def run_sequential(
             )
             try:
                 with torch.no_grad():
-                    for j, (a, k) in enumerate(inputs):
-                        if not second_pass:
+                    if not second_pass:
+                        for j, (a, k) in enumerate(inputs):
                             inputs[j] = _with_hidden(a, k, _hidden(block(*a, **k)))
-                        elif named:  # a block with nothing to record needs no statistics pass
+                            trim()
+                    elif named:  # a block with nothing to record needs no statistics pass
+                        for a, k in inputs:
                             with contextlib.suppress(_BlockDone):
                                 block(*a, **k)
                             if early is not None:
                                 early.end_batch()
-                        trim()
+                            trim()
             finally:
                 if early is not None:
                     early.remove()
