@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from hf_prune.registry import Registry
+from hf_prune.utils import atomic_write_text
 from hf_prune.version import __version__
 
 CONFIG_NAME = "pruning_config.json"
@@ -189,10 +190,7 @@ class PruningConfig:
             raise ValueError(f"save_directory {str(folder)!r} exists and is not a folder.")
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / CONFIG_NAME
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(self.to_json_string())
-        os.replace(tmp, path)  # atomic: never leave a half-written config
-        return path
+        return atomic_write_text(path, self.to_json_string())  # never a half-written config
 
     @classmethod
     def from_pretrained(

@@ -1,4 +1,4 @@
-"""Small shared helpers: when to draw progress bars, and tokenizing a deliberately long text quietly."""
+"""Small shared helpers: progress bars, quiet tokenizing, returning freed memory, atomic text writes."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import inspect
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PROGRESS_ENV", "quiet_tokenize", "show_progress"]
+__all__ = ["PROGRESS_ENV", "atomic_write_text", "quiet_tokenize", "show_progress"]
 
 #: Environment variable that overrides the terminal check of :func:`show_progress`.
 PROGRESS_ENV = "HF_PRUNE_PROGRESS"
@@ -216,3 +218,31 @@ def release_freed_memory() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8, newlines as given) so readers see the old file or the whole new one.
+
+    The text goes to a temporary file with a name unique to this call, in the same folder, which then
+    replaces ``path`` (``os.replace`` is atomic within a file system). A fixed temporary name is not
+    enough: every rank of a distributed launch writing the same file would truncate the others' copy,
+    and a rank reading it meanwhile would see it empty. The parent folder must exist.
+
+    Args:
+        path: Destination file.
+        text: Its full contents.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        # "x": a fresh file with the default (umask) permissions, never someone else's.
+        with tmp.open("x", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target

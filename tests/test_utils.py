@@ -127,3 +127,53 @@ def test_allocator_helpers_apply_once_and_are_no_ops_off_glibc(monkeypatch):
     monkeypatch.setattr(utils, "_LIBC", None)  # as on musl or macOS
     assert utils.bound_heap_for_offload() is False
     assert utils.release_freed_memory() is None
+
+
+def _write_while_reading(write, path, writes: int) -> set[int]:
+    """Write ``path`` up to ``writes`` times from a thread while reading it; return the lengths read.
+
+    The writer stops early once the reader has seen a partial file (the plain control needs one).
+    """
+    import threading
+
+    full = 4 << 20
+    write(path, "x" * full)
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def writer() -> None:
+        for _ in range(writes):
+            if seen - {full}:
+                break
+            write(path, "x" * full)
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    while not done.is_set():
+        seen.add(len(path.read_text()))
+    thread.join()
+    return seen
+
+
+def test_atomic_write_text_is_never_seen_partial(tmp_path):
+    from hf_prune.utils import atomic_write_text
+
+    def plain(path, text):  # what write_split_text did: readers see it empty or half-written
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+
+    # The control shows the reader does catch writes in progress (within 500 writes; ~1 on this machine).
+    assert _write_while_reading(plain, tmp_path / "plain.txt", 500) - {4 << 20}
+    assert _write_while_reading(atomic_write_text, tmp_path / "atomic.txt", 30) == {4 << 20}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atomic.txt", "plain.txt"]  # no temporaries
+
+
+def test_atomic_write_text_failure_keeps_the_old_file(tmp_path):
+    from hf_prune.utils import atomic_write_text
+
+    path = atomic_write_text(tmp_path / "f.json", "old")
+    with pytest.raises(TypeError):
+        atomic_write_text(path, 42)  # type: ignore[arg-type]
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]

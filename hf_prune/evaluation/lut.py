@@ -33,7 +33,7 @@ from transformers import PreTrainedModel
 from hf_prune.arch import get_arch, get_layers, get_stack_config, get_submodule, head_geometry, linear_in_out
 from hf_prune.calibration.runner import capture_block_inputs
 from hf_prune.surgery.width import shrink_heads, shrink_mlp
-from hf_prune.utils import show_progress
+from hf_prune.utils import atomic_write_text, show_progress
 
 __all__ = ["LUT_FILE", "check_lut", "load_lut", "lut_shape", "measure_latency_lut", "save_lut"]
 
@@ -222,10 +222,7 @@ def save_lut(lut: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         "mha": {str(k): v for k, v in lut["mha"].items()},
         "ffn": {str(k): v for k, v in lut["ffn"].items()},
     }
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, target)
-    return target
+    return atomic_write_text(target, json.dumps(data, indent=2, sort_keys=True))
 
 
 def load_lut(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from hf_prune.utils import atomic_write_text
+
 Split = Literal["train", "calibration", "heldout"]
 SPLITS: tuple[str, ...] = ("train", "calibration", "heldout")
 
@@ -219,10 +221,9 @@ def write_split_text(split: str, path: str | Path) -> Path:
     texts = get_eval_texts(split)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # newline="" so "\n" is written as is on every OS: the file must hash identically everywhere.
-    with out.open("w", encoding="utf-8", newline="") as handle:
-        handle.write("\n\n".join(texts))
-    return out
+    # Written as is ("\n" on every OS: the file must hash identically everywhere) and atomically: the
+    # ranks of a distributed run write the same file while others already read it.
+    return atomic_write_text(out, "\n\n".join(texts))
 
 
 def corpus_sha256(documents: Sequence[CorpusDocument] | None = None) -> str:
